@@ -1,0 +1,40 @@
+"""The Faust application: one object, configured from :class:`Settings`.
+
+Agents (``agents/``), tables (``tables/``) and web views
+(``dmp_faust.views``) register themselves on ``app`` when they are imported;
+``autodiscover`` imports them when a worker starts.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import REGISTRY
+
+from dmp_faust.metrics import Metrics
+from dmp_faust.responses import json_errors
+from dmp_faust.settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker_url,
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=1,
+    processing_guarantee=settings.processing_guarantee,
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    autodiscover=["agents", "tables", "dmp_faust.views"],
+    origin="dmp_faust",
+    web_application_options={"middlewares": [json_errors]},
+)
+
+metrics = Metrics.create(REGISTRY)
+setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")

@@ -1,0 +1,97 @@
+"""Table helpers shared by the agents: stream time and expiry sweeps.
+
+Both must run inside an agent's stream iteration: Faust writes a table's
+changelog to the partition of the event being processed, which is why a
+sweep deletes only keys of the partition whose event it is handling.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from dmp_faust.domain.windows import advance_stream_time
+
+
+def encode_int(value: int) -> bytes:
+    return str(value).encode()
+
+
+def decode_int(raw: bytes | None) -> int | None:
+    return int(raw) if raw else None
+
+
+class StreamClock:
+    """Stream time of one pipeline stage, per partition, kept in a table.
+
+    Kept in a table rather than in memory so that it survives restarts and
+    moves with its partition to whichever worker owns it next.
+    """
+
+    def __init__(self, table: Any, stage: str) -> None:
+        self.table = table
+        self.stage = stage
+
+    def _key(self, partition: int) -> str:
+        return f"{self.stage}:{partition}"
+
+    def get(self, partition: int) -> int | None:
+        return decode_int(self.table.get(self._key(partition)))
+
+    def advance(self, partition: int, ts_ms: int) -> int:
+        """Take ``ts_ms`` into account and return the partition's stream time."""
+        current = self.get(partition)
+        new = advance_stream_time(current, ts_ms)
+        if new != current:
+            self.table[self._key(partition)] = encode_int(new)
+        return new
+
+
+ExpiredFn = Callable[[bytes, bytes, int], bool]
+
+
+class Sweeper:
+    """Deletes a table's expired keys a slice at a time, from inside an agent.
+
+    Every ``every`` events of a partition, the next ``scan`` keys of that
+    partition's RocksDB are read from a cursor and those for which
+    ``is_expired(key, value, stream_time)`` holds are deleted (with a
+    changelog tombstone). The cost per event stays constant and a full pass
+    over a partition of ``n`` keys takes ``n * every / scan`` events. The
+    cursor is memory only: after a restart a pass starts again from the top.
+    """
+
+    def __init__(self, table: Any, is_expired: ExpiredFn, every: int = 500, scan: int = 500):
+        self.table = table
+        self.is_expired = is_expired
+        self.every = every
+        self.scan = scan
+        self._countdown: defaultdict[int, int] = defaultdict(int)
+        self._cursor: dict[int, bytes | None] = {}
+
+    def tick(self, partition: int, stream_time: int) -> int:
+        """Count one event of ``partition``; sweep a slice when due. Returns keys deleted."""
+        self._countdown[partition] += 1
+        if self._countdown[partition] < self.every:
+            return 0
+        self._countdown[partition] = 0
+        expired = self._scan(partition, stream_time)
+        for key in expired:
+            del self.table[key]
+        return len(expired)
+
+    def _scan(self, partition: int, stream_time: int) -> list[bytes]:
+        db = self.table.data._db_for_partition(partition)  # Faust's RocksDB store
+        expired: list[bytes] = []
+        seen = 0
+        for key, value in db.items(from_key=self._cursor.get(partition)):
+            if seen == self.scan:
+                self._cursor[partition] = key
+                break
+            seen += 1
+            if self.is_expired(key, value, stream_time):
+                expired.append(key)
+        else:
+            self._cursor[partition] = None
+        return expired

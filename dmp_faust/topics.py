@@ -1,0 +1,45 @@
+"""Every topic of dmp-faust, in one place. Names follow ``DMP_TOPIC_PREFIX``.
+
+Public (contract): ``events.raw``, ``events.clean``, ``events.dlq``.
+Internal repartition topics, read and written by dmp-faust only:
+
+* ``events.valid``: validated events keyed by event_id, so that every copy of
+  an event meets the same de-duplication table partition, whatever key (or
+  none) the producer gave it on the raw topic;
+* ``events.by_campaign``: accepted campaign events keyed by campaign_id,
+  the partitioning of the campaign statistics.
+
+All are declared (created with ``DMP_PARTITIONS`` partitions when missing)
+before the pipeline processes its first event.
+"""
+
+from __future__ import annotations
+
+from faust import TopicT
+
+from dmp_faust.app import app, settings
+
+
+def _topic(name: str) -> TopicT:
+    return app.topic(
+        settings.topic(name),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        internal=True,
+    )
+
+
+raw_events = _topic("events.raw")
+valid_events = _topic("events.valid")
+clean_events = _topic("events.clean")
+campaign_events = _topic("events.by_campaign")
+dead_letters = _topic("events.dlq")
+
+ALL_TOPICS = (raw_events, valid_events, clean_events, campaign_events, dead_letters)
+
+
+async def declare_all() -> None:
+    """Create every topic that does not exist yet."""
+    for topic in ALL_TOPICS:
+        await topic.maybe_declare()

@@ -1,0 +1,55 @@
+"""Routing of a key lookup to the worker that owns the key.
+
+A key lookup must be answered by the worker that owns the key's partition.
+The partition is computed with Kafka's default partitioner (murmur2 of the
+key bytes, as the producers of the keyed topics use), and the owner comes
+from Faust's partition assignment of the table's changelog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import ClientError, ClientTimeout, web
+from aiokafka.partitioner import murmur2
+
+from dmp_faust.app import app, settings
+from dmp_faust.responses import HttpError
+
+_PROXY_TIMEOUT = ClientTimeout(total=10)
+_FORWARDED_HEADERS = ("Authorization", "Accept")
+_ROUTED_HEADER = "X-Dmp-Routed"
+
+
+def partition_for(key: str) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
+
+
+def owner_url(table: Any, partition: int) -> str | None:
+    """Base URL of the worker that holds ``partition`` of ``table`` as active."""
+    topic = table.changelog_topic.get_topic_name()
+    for url, topics in app.router.table_metadata(table.name).items():
+        if partition in topics.get(topic, ()):
+            return str(url).rstrip("/")
+    return None
+
+
+async def route_to_owner(request: Any, table: Any, key: str) -> web.Response | None:
+    """Proxy the request to the owner of ``key``; ``None`` when that is this worker."""
+    url = owner_url(table, partition_for(key))
+    if url is None:
+        raise HttpError(503, "unavailable", "the partition has no owner yet (rebalancing)")
+    if url == str(app.conf.canonical_url).rstrip("/") or request.headers.get(_ROUTED_HEADER):
+        return None
+    headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
+    headers[_ROUTED_HEADER] = "1"
+    target = url + request.path_qs
+    try:
+        async with app.http_client.request(
+            request.method, target, headers=headers, timeout=_PROXY_TIMEOUT
+        ) as response:
+            body = await response.read()
+            return web.Response(body=body, status=response.status,
+                                content_type=response.content_type)
+    except (ClientError, TimeoutError) as exc:
+        raise HttpError(503, "unavailable", f"owner {url} did not answer: {exc}") from exc

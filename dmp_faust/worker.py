@@ -1,0 +1,23 @@
+"""``dmp-faust worker``: run a Faust worker of the dmp-faust app.
+
+Options after ``worker`` are Faust's own (``dmp-faust worker --help``); the
+log level and web port default to ``DMP_LOG_LEVEL`` and ``DMP_WEB_PORT``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def run_worker(argv: list[str]) -> int:
+    from dmp_faust.app import app, settings
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    args = ["worker", *argv]
+    if not any(a.startswith(("-l", "--loglevel")) for a in argv):
+        args += ["--loglevel", settings.log_level]
+    if not any(a.startswith("--web-port") for a in argv):
+        args += ["--web-port", str(settings.web_port)]
+    sys.argv = ["dmp-faust", *args]
+    app.main()
+    return 0

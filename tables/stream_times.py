@@ -1,0 +1,10 @@
+"""Stream time of each (stage, partition): the highest event time it has seen.
+
+Key ``"{stage}:{partition}"``, value the time in epoch ms as ASCII digits.
+"""
+
+from __future__ import annotations
+
+from dmp_faust.app import app
+
+stream_times = app.Table("stream_times", key_type=bytes, value_type=bytes)
