@@ -31,6 +31,9 @@ app = faust.App(
     key_serializer="raw",
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",
+    # A killed worker's partitions move on after this long (Faust's default is 60 s).
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=max(1, settings.session_timeout_s // 3),
     autodiscover=["agents", "tables", "dmp_faust.views"],
     origin="dmp_faust",
     web_application_options={"middlewares": [json_errors]},

@@ -35,6 +35,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     segments_file: Path | None = None
     log_level: str = "info"
+    session_timeout_s: int = 10
     # Limits and horizons; not in the contract's table, documented in the README.
     max_event_bytes: int = 64 * 1024
     max_batch_events: int = 500
@@ -81,6 +82,7 @@ class Settings:
             processing_guarantee=guarantee,
             segments_file=Path(segments) if segments else None,
             log_level=text("DMP_LOG_LEVEL", cls.log_level),
+            session_timeout_s=number("DMP_SESSION_TIMEOUT_S", cls.session_timeout_s, 6),
             max_body_bytes=number("DMP_COLLECT_MAX_BYTES", cls.max_body_bytes, 64 * 1024),
             dedup_horizon_ms=number("DMP_DEDUP_HORIZON_MS", cls.dedup_horizon_ms),
             retention_ms=number("DMP_RETENTION_MS", cls.retention_ms, MINUTE_MS),

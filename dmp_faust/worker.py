@@ -11,8 +11,16 @@ import sys
 
 def run_worker(argv: list[str]) -> int:
     from dmp_faust.app import app, settings
+    from dmp_faust.provision import ProvisionError, app_topic_specs, ensure_topics
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not {"-h", "--help"} & set(argv):
+        app.discover()  # registers the tables, so their changelogs are known
+        try:
+            ensure_topics(settings.kafka_bootstrap, app_topic_specs(app, settings.partitions))
+        except (ProvisionError, OSError) as exc:
+            print(f"dmp-faust worker: {exc}", file=sys.stderr)
+            return 1
     args = ["worker", *argv]
     if not any(a.startswith(("-l", "--loglevel")) for a in argv):
         args += ["--loglevel", settings.log_level]

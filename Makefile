@@ -1,0 +1,37 @@
+# dmp-faust: `make demo` to see it run, `make test` to check it. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint unit integration clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/dmp-faust kafka fetch
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/dmp-faust demo
+
+lint: install
+	$(BIN)/ruff check dmp_faust agents tables tests
+	$(BIN)/mypy dmp_faust/domain
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+integration: install
+	$(BIN)/pytest tests/integration -q
+
+# The whole suite: lint, then unit and integration tests in one pytest run.
+# The integration tests start their own Kafka broker and stop it at the end.
+test: lint
+	$(BIN)/pytest tests -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,90 @@
+"""Create the app's topics and table changelogs before a worker starts.
+
+Faust creates missing topics itself, but while it starts: a table can then
+be written before the consumer's metadata knows its brand-new changelog,
+and Faust crashes the agent with ``PartitionsMismatch`` ("changelog has 0
+partitions"). Creating everything first, and waiting until the broker
+describes every partition, removes that race. It also refuses to start on
+a topic that exists with the wrong partition count (say, one auto-created
+by a producer with the broker's default), which would silently break
+co-partitioning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+class ProvisionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def app_topic_specs(app: object, partitions: int) -> list[TopicSpec]:
+    """Every topic the app reads or writes: its own, and one changelog per table."""
+    from dmp_faust.topics import ALL_TOPICS
+
+    specs = [TopicSpec(topic.get_topic_name(), partitions) for topic in ALL_TOPICS]
+    for table in app.tables.values():  # type: ignore[attr-defined]
+        specs.append(TopicSpec(table.changelog_topic.get_topic_name(), partitions,
+                               {"cleanup.policy": "compact"}))
+    return specs
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 60) -> None:
+    """Blocking: create what is missing and wait for it (own thread, own event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _ensure(bootstrap, specs, timeout)).result()
+
+
+async def _ensure(bootstrap: str, specs: list[TopicSpec], timeout: float) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+        await _wait_described(admin, specs, timeout)
+    finally:
+        await admin.close()
+
+
+async def _wait_described(admin: AIOKafkaAdminClient, specs: list[TopicSpec],
+                          timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    want = {s.name: s.partitions for s in specs}
+    while True:
+        found = {
+            d["topic"]: len(d["partitions"])
+            for d in await admin.describe_topics(list(want))
+            if not d.get("error_code")
+        }
+        wrong = {n: c for n, c in found.items() if c and c != want[n]}
+        if wrong:
+            raise ProvisionError(
+                "topics exist with the wrong number of partitions (want "
+                f"DMP_PARTITIONS={next(iter(want.values()))}): {wrong}"
+            )
+        if all(found.get(n) == c for n, c in want.items()):
+            return
+        if time.monotonic() > deadline:
+            raise ProvisionError(f"topics not ready after {timeout} s: {sorted(set(want) - set(found))}")
+        await asyncio.sleep(0.2)

@@ -1,0 +1,169 @@
+"""Settings: the contract's defaults, one field per DMP_* variable, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmp_faust.settings import Settings, SettingsError
+
+
+def test_defaults_are_the_contracts_table() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap == "localhost:9092"
+    assert settings.topic_prefix == "dmp"
+    assert settings.partitions == 8
+    assert settings.web_port == 6066
+    assert settings.data_dir == Path("./var")
+    assert settings.api_token is None
+    assert settings.processing_guarantee == "at_least_once"
+    assert settings.segments_file is None
+
+
+def test_defaults_of_the_limits_and_horizons() -> None:
+    settings = Settings.from_env({})
+    assert settings.max_event_bytes == 64 * 1024
+    assert settings.max_batch_events == 500
+    assert settings.future_tolerance_ms == 5 * 60_000
+    assert settings.dedup_horizon_ms == 24 * 3_600_000
+    assert settings.retention_ms == 24 * 3_600_000
+    assert settings.window_ms == 60_000
+    assert settings.default_range_ms == 3_600_000
+
+
+def test_blank_variables_mean_the_default() -> None:
+    blank = {
+        name: "  "
+        for name in (
+            "DMP_KAFKA_BOOTSTRAP",
+            "DMP_TOPIC_PREFIX",
+            "DMP_PARTITIONS",
+            "DMP_WEB_PORT",
+            "DMP_DATA_DIR",
+            "DMP_PROCESSING_GUARANTEE",
+            "DMP_SEGMENTS_FILE",
+        )
+    }
+    assert Settings.from_env(blank) == Settings.from_env({})
+    assert Settings.from_env({"DMP_API_TOKEN": ""}).api_token is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        pytest.param(
+            "DMP_KAFKA_BOOTSTRAP",
+            "k1:9093,k2:9093",
+            "kafka_bootstrap",
+            "k1:9093,k2:9093",
+            id="bootstrap",
+        ),
+        pytest.param("DMP_TOPIC_PREFIX", "test42", "topic_prefix", "test42", id="prefix"),
+        pytest.param("DMP_PARTITIONS", "3", "partitions", 3, id="partitions"),
+        pytest.param("DMP_PARTITIONS", " 16 ", "partitions", 16, id="partitions-whitespace"),
+        pytest.param("DMP_WEB_PORT", "8080", "web_port", 8080, id="web-port"),
+        pytest.param("DMP_DATA_DIR", "/srv/dmp", "data_dir", Path("/srv/dmp"), id="data-dir"),
+        pytest.param("DMP_API_TOKEN", "s3cret", "api_token", "s3cret", id="api-token"),
+        pytest.param(
+            "DMP_PROCESSING_GUARANTEE",
+            "exactly_once",
+            "processing_guarantee",
+            "exactly_once",
+            id="exactly-once",
+        ),
+        pytest.param(
+            "DMP_PROCESSING_GUARANTEE",
+            "at_least_once",
+            "processing_guarantee",
+            "at_least_once",
+            id="at-least-once",
+        ),
+        pytest.param(
+            "DMP_SEGMENTS_FILE",
+            "/etc/dmp/segments.yaml",
+            "segments_file",
+            Path("/etc/dmp/segments.yaml"),
+            id="segments-file",
+        ),
+        pytest.param("DMP_WEB_HOST", "0.0.0.0", "web_host", "0.0.0.0", id="web-host"),
+        pytest.param("DMP_LOG_LEVEL", "debug", "log_level", "debug", id="log-level"),
+        pytest.param(
+            "DMP_COLLECT_MAX_BYTES", "1048576", "max_body_bytes", 1_048_576, id="collect-max-bytes"
+        ),
+        pytest.param(
+            "DMP_DEDUP_HORIZON_MS", "3600000", "dedup_horizon_ms", 3_600_000, id="dedup-horizon"
+        ),
+        pytest.param("DMP_RETENTION_MS", "7200000", "retention_ms", 7_200_000, id="retention"),
+        pytest.param("DMP_SESSION_TIMEOUT_S", "30", "session_timeout_s", 30, id="session-timeout"),
+    ],
+)
+def test_each_variable_sets_its_field(variable: str, value: str, field: str, expected: Any) -> None:
+    settings = Settings.from_env({variable: value})
+    assert getattr(settings, field) == expected
+    assert getattr(Settings.from_env({}), field) != expected or variable.endswith("GUARANTEE")
+    others = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
+    defaults = {name: getattr(Settings(), name) for name in Settings.__dataclass_fields__}
+    del others[field], defaults[field]
+    assert others == defaults, "one variable changes one field"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("DMP_PARTITIONS", "eight", id="partitions-word"),
+        pytest.param("DMP_PARTITIONS", "8.0", id="partitions-float"),
+        pytest.param("DMP_PARTITIONS", "0", id="partitions-zero"),
+        pytest.param("DMP_PARTITIONS", "-1", id="partitions-negative"),
+        pytest.param("DMP_WEB_PORT", "http", id="port-word"),
+        pytest.param("DMP_WEB_PORT", "0", id="port-zero"),
+        pytest.param("DMP_WEB_PORT", "65536", id="port-over-65535"),
+        pytest.param("DMP_COLLECT_MAX_BYTES", "1k", id="max-bytes-suffix"),
+        pytest.param("DMP_COLLECT_MAX_BYTES", "1000", id="max-bytes-below-an-event"),
+        pytest.param("DMP_DEDUP_HORIZON_MS", "1d", id="horizon-suffix"),
+        pytest.param("DMP_RETENTION_MS", "1000", id="retention-below-a-window"),
+        pytest.param("DMP_SESSION_TIMEOUT_S", "5", id="session-timeout-below-6s"),
+        pytest.param("DMP_PROCESSING_GUARANTEE", "exactly-once", id="guarantee-dash"),
+        pytest.param("DMP_PROCESSING_GUARANTEE", "EXACTLY_ONCE", id="guarantee-upper"),
+        pytest.param("DMP_PROCESSING_GUARANTEE", "at_most_once", id="guarantee-unknown"),
+    ],
+)
+def test_bad_values_raise_settings_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({variable: value})
+    assert variable in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMP_TOPIC_PREFIX", "from-environ")
+    monkeypatch.setenv("DMP_PARTITIONS", "2")
+    settings = Settings.from_env()
+    assert (settings.topic_prefix, settings.partitions) == ("from-environ", 2)
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "broker_url"),
+    [
+        pytest.param("localhost:9092", "kafka://localhost:9092", id="one"),
+        pytest.param("k1:9092,k2:9093", "kafka://k1:9092;kafka://k2:9093", id="two"),
+    ],
+)
+def test_broker_url(bootstrap: str, broker_url: str) -> None:
+    assert Settings.from_env({"DMP_KAFKA_BOOTSTRAP": bootstrap}).broker_url == broker_url
+
+
+def test_topic_names_and_app_id_follow_the_prefix() -> None:
+    settings = Settings.from_env({"DMP_TOPIC_PREFIX": "acme"})
+    assert settings.topic("events.raw") == "acme.events.raw"
+    assert settings.topic("events.dlq") == "acme.events.dlq"
+    assert settings.app_id == "acme"
+    assert Settings.from_env({}).topic("segments.changes") == "dmp.segments.changes"
+
+
+@pytest.mark.parametrize("value", [" ", "\t\n"], ids=["space", "tab-newline"])
+def test_blank_api_token_leaves_the_views_open(value: str) -> None:
+    """Like every other variable, a blank token means unset: no client could send a
+    whitespace-only bearer token (HTTP trims header values), so every view would 401."""
+    assert Settings.from_env({"DMP_API_TOKEN": value}).api_token is None
