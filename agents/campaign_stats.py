@@ -14,6 +14,7 @@ import msgspec
 
 from dmp_faust.app import app, metrics, settings
 from dmp_faust.domain.enrich import CleanEvent
+from dmp_faust.domain.watermarks import SOURCE_HEADER, decode_source
 from dmp_faust.domain.windows import (
     WindowStats,
     is_window_expired,
@@ -21,7 +22,7 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
-from dmp_faust.state import StreamClock, Sweeper
+from dmp_faust.state import StreamClock, Sweeper, header
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
@@ -53,4 +54,6 @@ async def count_campaign_stats(stream: Any) -> None:
             continue
         key = window_key(clean.campaign_id or "", start)
         stats = WindowStats.from_bytes(campaign_windows.get(key))
-        campaign_windows[key] = stats.apply(clean.type, clean.profile_id, clean.revenue).to_bytes()
+        source = decode_source(header(event.message.headers, SOURCE_HEADER))
+        if stats.apply_once(source, clean.type, clean.profile_id, clean.revenue):
+            campaign_windows[key] = stats.to_bytes()

@@ -9,18 +9,16 @@ from dmp_faust.clock import wall_ms
 from dmp_faust.domain.deadletter import Source, dead_letter
 from dmp_faust.domain.events import TOO_OLD, Event, Rejection, encode, validate_bytes
 from dmp_faust.domain.windows import is_too_old
-from dmp_faust.state import StreamClock
-from dmp_faust.topics import dead_letters, declare_all, raw_events, valid_events
+from dmp_faust.state import StreamClock, header
+from dmp_faust.topics import ORIGIN_HEADER, dead_letters, declare_all, raw_events, valid_events
 from tables.stream_times import stream_times
 
-SOURCE_HEADER = "dmp-source"
 clock = StreamClock(stream_times, "validate")
 
 
 def came_over_http(headers: Any) -> bool:
     """Events taken by ``POST /collect`` were counted as received there already."""
-    items = headers.items() if isinstance(headers, dict) else headers or ()
-    return any(name == SOURCE_HEADER and value == b"http" for name, value in items)
+    return header(headers, ORIGIN_HEADER) == b"http"
 
 
 @app.agent(raw_events)
@@ -31,13 +29,17 @@ async def validate_events(stream: Any) -> None:
         if not came_over_http(message.headers):
             metrics.received.labels("kafka").inc()
         now_ms = wall_ms()
-        result = validate_bytes(event.value or b"", now_ms, settings.max_event_bytes)
+        result = validate_bytes(
+            event.value or b"", now_ms, settings.max_event_bytes, settings.future_tolerance_ms
+        )
         if isinstance(result, Event):
             stream_time = clock.advance(message.partition, result.ts)
             if is_too_old(result.ts, stream_time, settings.retention_ms):
                 behind = stream_time - result.ts
-                result = Rejection(TOO_OLD, f"{behind} ms behind stream time, retention is "
-                                   f"{settings.retention_ms} ms")
+                result = Rejection(
+                    TOO_OLD,
+                    f"{behind} ms behind stream time, retention is {settings.retention_ms} ms",
+                )
         if isinstance(result, Rejection):
             metrics.invalid.labels(result.reason).inc()
             source = Source(message.topic, message.partition, message.offset)

@@ -3,6 +3,7 @@
     dmp-faust worker [faust worker options]   run a worker (a Faust worker)
     dmp-faust kafka start|stop|status          the local single-node broker
     dmp-faust generate [options]               synthetic events onto the raw topic
+    dmp-faust demo                             broker, worker and generator together
 
 Sub-commands import their modules lazily, so ``dmp-faust kafka start`` does
 not pay for importing Faust.
@@ -18,6 +19,7 @@ commands:
   worker      run a dmp-faust worker (Faust worker options follow, see --help)
   kafka       start, stop or check the local single-node Kafka broker
   generate    produce synthetic events onto the raw topic
+  demo        run the broker, a worker and the generator until Ctrl-C
 """
 
 
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from dmp_faust import generator
 
         return generator.main(rest)
+    if command == "demo":
+        from dmp_faust import demo
+
+        return demo.main(rest)
     print(f"dmp-faust: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

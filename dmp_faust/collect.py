@@ -17,16 +17,22 @@ from dmp_faust.clock import wall_ms
 from dmp_faust.domain.collect import BodyTooLarge, Collected, parse_body
 from dmp_faust.domain.events import TOO_LARGE
 from dmp_faust.responses import HttpError, json_response
-from dmp_faust.topics import raw_events
+from dmp_faust.topics import ORIGIN_HEADER, raw_events
 
-HTTP_HEADERS = [("dmp-source", b"http")]
+HTTP_HEADERS = [(ORIGIN_HEADER, b"http")]
 _READ_TIMEOUT_S = 30.0
 
 
 async def collect(request: Any) -> web.Response:
     body = await _read_body(request)
     try:
-        collected = parse_body(body, wall_ms(), settings.max_event_bytes, settings.max_batch_events)
+        collected = parse_body(
+            body,
+            wall_ms(),
+            settings.max_event_bytes,
+            settings.max_batch_events,
+            settings.future_tolerance_ms,
+        )
     except BodyTooLarge as exc:
         metrics.received.labels("http").inc()
         metrics.invalid.labels(TOO_LARGE).inc()
@@ -56,7 +62,7 @@ async def _read_body(request: Any) -> bytes:
         raise HttpError(413, TOO_LARGE, f"a request body is at most {limit} bytes")
     try:
         return await asyncio.wait_for(_read_limited(request.content, limit), _READ_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise HttpError(408, "timeout", "the request body did not arrive in time") from None
 
 

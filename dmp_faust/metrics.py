@@ -39,27 +39,34 @@ class Metrics:
     def create(cls, registry: CollectorRegistry) -> Metrics:
         metrics = cls(
             received=Counter(
-                "dmp_events_received", "Events that reached the platform", ["source"],
+                "dmp_events_received",
+                "Events that reached the platform",
+                ["source"],
                 registry=registry,
             ),
             accepted=Counter(
-                "dmp_events_accepted", "Events accepted into profiles and statistics",
+                "dmp_events_accepted",
+                "Events accepted into profiles and statistics",
                 registry=registry,
             ),
             invalid=Counter(
                 "dmp_events_invalid", "Events refused, by reason", ["reason"], registry=registry
             ),
             duplicate=Counter(
-                "dmp_events_duplicate", "Events whose event_id was seen within the horizon",
+                "dmp_events_duplicate",
+                "Events whose event_id was seen within the horizon",
                 registry=registry,
             ),
             bot=Counter(
-                "dmp_events_bot", "Events from the user agent of a known crawler",
+                "dmp_events_bot",
+                "Events from the user agent of a known crawler",
                 registry=registry,
             ),
             latency=Histogram(
-                "dmp_event_latency_seconds", "Event time to processed, in seconds",
-                buckets=LATENCY_BUCKETS, registry=registry,
+                "dmp_event_latency_seconds",
+                "Event time to processed, in seconds",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
             ),
             expired_window_events=Counter(
                 "dmp_campaign_events_expired",

@@ -13,6 +13,7 @@ co-partitioning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,8 +39,11 @@ def app_topic_specs(app: object, partitions: int) -> list[TopicSpec]:
 
     specs = [TopicSpec(topic.get_topic_name(), partitions) for topic in ALL_TOPICS]
     for table in app.tables.values():  # type: ignore[attr-defined]
-        specs.append(TopicSpec(table.changelog_topic.get_topic_name(), partitions,
-                               {"cleanup.policy": "compact"}))
+        specs.append(
+            TopicSpec(
+                table.changelog_topic.get_topic_name(), partitions, {"cleanup.policy": "compact"}
+            )
+        )
     return specs
 
 
@@ -56,19 +60,18 @@ async def _ensure(bootstrap: str, specs: list[TopicSpec], timeout: float) -> Non
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            try:
-                await admin.create_topics([
-                    NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing
-                ])
-            except TopicAlreadyExistsError:
-                pass  # another worker created them first
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+                )
         await _wait_described(admin, specs, timeout)
     finally:
         await admin.close()
 
 
-async def _wait_described(admin: AIOKafkaAdminClient, specs: list[TopicSpec],
-                          timeout: float) -> None:
+async def _wait_described(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     want = {s.name: s.partitions for s in specs}
     while True:
@@ -86,5 +89,7 @@ async def _wait_described(admin: AIOKafkaAdminClient, specs: list[TopicSpec],
         if all(found.get(n) == c for n, c in want.items()):
             return
         if time.monotonic() > deadline:
-            raise ProvisionError(f"topics not ready after {timeout} s: {sorted(set(want) - set(found))}")
+            raise ProvisionError(
+                f"topics not ready after {timeout} s: {sorted(set(want) - set(found))}"
+            )
         await asyncio.sleep(0.2)

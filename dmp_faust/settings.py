@@ -53,7 +53,7 @@ class Settings:
         def text(name: str, default: str) -> str:
             return env.get(name, "").strip() or default
 
-        def number(name: str, default: int, minimum: int = 1) -> int:
+        def number(name: str, default: int, minimum: int = 1, maximum: int = 2**62) -> int:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
@@ -61,8 +61,8 @@ class Settings:
                 value = int(raw)
             except ValueError:
                 raise SettingsError(f"{name}={raw!r} is not an integer") from None
-            if value < minimum:
-                raise SettingsError(f"{name}={value} must be at least {minimum}")
+            if not minimum <= value <= maximum:
+                raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
             return value
 
         guarantee = text("DMP_PROCESSING_GUARANTEE", cls.processing_guarantee)
@@ -76,9 +76,9 @@ class Settings:
             topic_prefix=text("DMP_TOPIC_PREFIX", cls.topic_prefix),
             partitions=number("DMP_PARTITIONS", cls.partitions),
             web_host=text("DMP_WEB_HOST", cls.web_host),
-            web_port=number("DMP_WEB_PORT", cls.web_port),
+            web_port=number("DMP_WEB_PORT", cls.web_port, 1, 65535),
             data_dir=Path(text("DMP_DATA_DIR", str(cls.data_dir))),
-            api_token=env.get("DMP_API_TOKEN") or None,
+            api_token=env.get("DMP_API_TOKEN", "").strip() or None,
             processing_guarantee=guarantee,
             segments_file=Path(segments) if segments else None,
             log_level=text("DMP_LOG_LEVEL", cls.log_level),

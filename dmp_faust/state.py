@@ -22,6 +22,15 @@ def decode_int(raw: bytes | None) -> int | None:
     return int(raw) if raw else None
 
 
+def header(headers: Any, name: str) -> bytes:
+    """The value of Kafka header ``name`` (aiokafka gives a list of pairs), or b""."""
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in items:
+        if key == name:
+            return bytes(value)
+    return b""
+
+
 class StreamClock:
     """Stream time of one pipeline stage, per partition, kept in a table.
 
@@ -84,12 +93,11 @@ class Sweeper:
     def _scan(self, partition: int, stream_time: int) -> list[bytes]:
         db = self.table.data._db_for_partition(partition)  # Faust's RocksDB store
         expired: list[bytes] = []
-        seen = 0
-        for key, value in db.items(from_key=self._cursor.get(partition)):
+        items = db.items(from_key=self._cursor.get(partition))
+        for seen, (key, value) in enumerate(items):
             if seen == self.scan:
                 self._cursor[partition] = key
                 break
-            seen += 1
             if self.is_expired(key, value, stream_time):
                 expired.append(key)
         else:

@@ -36,6 +36,9 @@ clean_events = _topic("events.clean")
 campaign_events = _topic("events.by_campaign")
 dead_letters = _topic("events.dlq")
 
+# Header on raw records produced by ``POST /collect``: the value is b"http".
+ORIGIN_HEADER = "dmp-source"
+
 ALL_TOPICS = (raw_events, valid_events, clean_events, campaign_events, dead_letters)
 
 

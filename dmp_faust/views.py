@@ -61,14 +61,16 @@ class CampaignStats(View):
             span.from_ms,
             span.to_ms,
         )
-        return json_response({
-            "campaign_id": campaign_id,
-            "from": format_timestamp(span.from_ms),
-            "to": format_timestamp(span.to_ms),
-            "stream_time": format_timestamp(stream_time) if stream_time is not None else None,
-            "totals": _row_json(summary.totals, with_bounds=False),
-            "windows": [_row_json(row) for row in summary.windows],
-        })
+        return json_response(
+            {
+                "campaign_id": campaign_id,
+                "from": format_timestamp(span.from_ms),
+                "to": format_timestamp(span.to_ms),
+                "stream_time": format_timestamp(stream_time) if stream_time is not None else None,
+                "totals": _row_json(summary.totals, with_bounds=False),
+                "windows": [_row_json(row) for row in summary.windows],
+            }
+        )
 
 
 def _read_window(campaign_id: str, start: int, stream_time: int | None) -> WindowStats | None:
@@ -104,9 +106,7 @@ class Health(View):
             "worker": str(app.conf.canonical_url),
             "recovered": recovered,
             "rebalancing": bool(app.rebalancing),
-            "active_partitions": sorted(
-                {tp.partition for tp in app.assignor.assigned_actives()}
-            ),
+            "active_partitions": sorted({tp.partition for tp in app.assignor.assigned_actives()}),
         }
         if not ready:
             body.update(error="unavailable", detail="tables are recovering or a rebalance is on")

@@ -41,7 +41,9 @@ async def route_to_owner(request: Any, table: Any, key: str) -> web.Response | N
         raise HttpError(503, "unavailable", "the partition has no owner yet (rebalancing)")
     if url == str(app.conf.canonical_url).rstrip("/") or request.headers.get(_ROUTED_HEADER):
         return None
-    headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
+    headers = {
+        name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
+    }
     headers[_ROUTED_HEADER] = "1"
     target = url + request.path_qs
     try:
@@ -49,7 +51,8 @@ async def route_to_owner(request: Any, table: Any, key: str) -> web.Response | N
             request.method, target, headers=headers, timeout=_PROXY_TIMEOUT
         ) as response:
             body = await response.read()
-            return web.Response(body=body, status=response.status,
-                                content_type=response.content_type)
+            return web.Response(
+                body=body, status=response.status, content_type=response.content_type
+            )
     except (ClientError, TimeoutError) as exc:
         raise HttpError(503, "unavailable", f"owner {url} did not answer: {exc}") from exc

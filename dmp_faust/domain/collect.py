@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from dmp_faust.domain.events import (
+    FUTURE_TOLERANCE_MS,
     MALFORMED_JSON,
     TOO_LARGE,
     Event,
@@ -36,12 +37,16 @@ class Collected:
         return len(self.accepted) + len(self.errors)
 
     def refuse(self, index: int, rejection: Rejection) -> None:
-        self.errors.append(
-            {"index": index, "reason": rejection.reason, "detail": rejection.detail}
-        )
+        self.errors.append({"index": index, "reason": rejection.reason, "detail": rejection.detail})
 
 
-def parse_body(body: bytes, now_ms: int, max_event_bytes: int, max_batch: int) -> Collected:
+def parse_body(
+    body: bytes,
+    now_ms: int,
+    max_event_bytes: int,
+    max_batch: int,
+    tolerance_ms: int = FUTURE_TOLERANCE_MS,
+) -> Collected:
     """Split a request body into accepted ``(event, raw bytes)`` pairs and errors.
 
     Raises :class:`BodyTooLarge` for a single event over ``max_event_bytes``
@@ -50,7 +55,7 @@ def parse_body(body: bytes, now_ms: int, max_event_bytes: int, max_batch: int) -
     result = Collected()
     try:
         decoded = _decoder.decode(body)
-    except (msgspec.MsgspecError, RecursionError) as exc:
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
         result.refuse(0, Rejection(MALFORMED_JSON, str(exc)[:200]))
         return result
     if isinstance(decoded, dict) and "batch" in decoded:
@@ -61,21 +66,28 @@ def parse_body(body: bytes, now_ms: int, max_event_bytes: int, max_batch: int) -
         if len(batch) > max_batch:
             raise BodyTooLarge(f"a batch holds at most {max_batch} events, got {len(batch)}")
         for index, item in enumerate(batch):
-            _collect_one(result, index, item, msgspec.json.encode(item), now_ms, max_event_bytes)
+            raw = msgspec.json.encode(item)
+            _collect_one(result, index, item, raw, now_ms, max_event_bytes, tolerance_ms)
         return result
     if len(body) > max_event_bytes:
         raise BodyTooLarge(f"an event is at most {max_event_bytes} bytes, got {len(body)}")
-    _collect_one(result, 0, decoded, body, now_ms, max_event_bytes)
+    _collect_one(result, 0, decoded, body, now_ms, max_event_bytes, tolerance_ms)
     return result
 
 
 def _collect_one(
-    result: Collected, index: int, item: object, raw: bytes, now_ms: int, max_bytes: int
+    result: Collected,
+    index: int,
+    item: object,
+    raw: bytes,
+    now_ms: int,
+    max_bytes: int,
+    tolerance_ms: int,
 ) -> None:
     if len(raw) > max_bytes:
         result.refuse(index, Rejection(TOO_LARGE, f"{len(raw)} bytes, the limit is {max_bytes}"))
         return
-    checked = validate_object(item, now_ms)
+    checked = validate_object(item, now_ms, tolerance_ms)
     if isinstance(checked, Rejection):
         result.refuse(index, checked)
     else:

@@ -18,6 +18,7 @@ from dmp_faust.domain.timefmt import TimestampError, json_kind, parse_timestamp
 EVENT_TYPES: Final = frozenset({"page_view", "impression", "click", "conversion", "identify"})
 CAMPAIGN_TYPES: Final = frozenset({"impression", "click", "conversion"})
 MAX_ID_CHARS: Final = 128
+FUTURE_TOLERANCE_MS: Final = 5 * 60_000
 
 # Reasons an event is refused; the label values of dmp_events_invalid_total.
 MALFORMED_JSON: Final = "malformed_json"
@@ -84,18 +85,26 @@ _OBJECT_FIELDS: Final = ("properties", "traits")
 _decoder: Final = msgspec.json.Decoder()
 
 
-def validate_bytes(raw: bytes, now_ms: int, max_bytes: int = 64 * 1024) -> Event | Rejection:
-    """Decode and validate one raw event; ``now_ms`` is the wall clock, for future_timestamp."""
+def validate_bytes(
+    raw: bytes, now_ms: int, max_bytes: int = 64 * 1024, tolerance_ms: int = FUTURE_TOLERANCE_MS
+) -> Event | Rejection:
+    """Decode and validate one raw event.
+
+    ``now_ms`` is the wall clock: an event more than ``tolerance_ms`` ahead of
+    it is a future_timestamp (clock skew of a few minutes is tolerated).
+    """
     if len(raw) > max_bytes:
         return Rejection(TOO_LARGE, f"{len(raw)} bytes, the limit is {max_bytes}")
     try:
         obj = _decoder.decode(raw)
     except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
         return Rejection(MALFORMED_JSON, str(exc)[:200])
-    return validate_object(obj, now_ms)
+    return validate_object(obj, now_ms, tolerance_ms)
 
 
-def validate_object(obj: object, now_ms: int, tolerance_ms: int = 5 * 60_000) -> Event | Rejection:
+def validate_object(
+    obj: object, now_ms: int, tolerance_ms: int = FUTURE_TOLERANCE_MS
+) -> Event | Rejection:
     """Validate an already decoded JSON value."""
     if not isinstance(obj, dict):
         return Rejection(NOT_AN_OBJECT, f"expected a JSON object, got {json_kind(obj)}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from dmp_faust.domain.timefmt import TimestampError, parse_timestamp
 from dmp_faust.domain.windows import window_start
+
+_EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
 
 
 class BadParameter(ValueError):
@@ -16,7 +19,7 @@ def parse_time_param(name: str, text: str) -> int:
     """``from``/``to``: RFC 3339, or epoch milliseconds written as digits."""
     text = text.strip()
     try:
-        if text.lstrip("-").isdigit():
+        if _EPOCH_MS.fullmatch(text):
             return parse_timestamp(int(text))
         return parse_timestamp(text)
     except TimestampError as exc:
@@ -43,13 +46,15 @@ def resolve_range(
     holds ``stream_time``. ``from`` is widened down and ``to`` up to window
     edges, so the range is always whole windows and ``to`` stays exclusive.
     """
+    from_ms = parse_time_param("from", from_text) if from_text else None
     if to_text:
         to_ms = parse_time_param("to", to_text)
-    elif from_text:
-        to_ms = parse_time_param("from", from_text) + default_ms
+    elif from_ms is not None:
+        to_ms = window_start(from_ms, window_ms) + default_ms
     else:
         to_ms = window_start(stream_time, window_ms) + window_ms
-    from_ms = parse_time_param("from", from_text) if from_text else to_ms - default_ms
+    if from_ms is None:
+        from_ms = to_ms - default_ms
     if to_ms <= from_ms:
         raise BadParameter(f"to must be after from ({to_ms} <= {from_ms})")
     from_ms = window_start(from_ms, window_ms)

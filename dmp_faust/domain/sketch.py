@@ -28,7 +28,8 @@ class UniqueCounter:
         self._sketch.update(value)
 
     def estimate(self) -> int:
-        return round(self._sketch.get_estimate())
+        estimate: float = self._sketch.get_estimate()
+        return round(estimate)
 
     def to_bytes(self) -> bytes:
         return bytes(self._sketch.serialize_compact())
@@ -54,4 +55,5 @@ class UniqueUnion:
         self._union.update(counter.sketch)
 
     def estimate(self) -> int:
-        return round(self._union.get_estimate())
+        estimate: float = self._union.get_estimate()
+        return round(estimate)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from dmp_faust.domain.sketch import UniqueCounter, UniqueUnion
+from dmp_faust.domain.timefmt import MIN_MS
+from dmp_faust.domain.watermarks import Watermarks
 
 
 def window_start(ts_ms: int, window_ms: int) -> int:
@@ -59,8 +61,10 @@ _HEADER: Final = struct.Struct("<qqqd")
 class WindowStats:
     """Campaign counts of one window: a fold over the campaign's events in it.
 
-    ``apply`` is the fold step; ``to_bytes``/``from_bytes`` are the table
-    format (a fixed header, then the serialized unique-user sketch).
+    ``apply`` is the fold step and ``apply_once`` the same step guarded by
+    source watermarks (:mod:`dmp_faust.domain.watermarks`), so a replayed
+    record is not counted twice. ``to_bytes``/``from_bytes`` are the table
+    format: a fixed header, the watermarks, then the unique-user sketch.
     """
 
     impressions: int = 0
@@ -68,6 +72,17 @@ class WindowStats:
     conversions: int = 0
     revenue: float = 0.0
     users: UniqueCounter = field(default_factory=UniqueCounter)
+    applied: Watermarks = field(default_factory=Watermarks)
+
+    def apply_once(
+        self, source: tuple[int, int], event_type: str, profile_id: str, revenue: float | None
+    ) -> bool:
+        """Fold the event unless its source record was folded already; True if it was new."""
+        if self.applied.covers(*source):
+            return False
+        self.apply(event_type, profile_id, revenue)
+        self.applied.advance(*source)
+        return True
 
     def apply(self, event_type: str, profile_id: str, revenue: float | None) -> WindowStats:
         if event_type == IMPRESSION:
@@ -84,15 +99,16 @@ class WindowStats:
 
     def to_bytes(self) -> bytes:
         header = _HEADER.pack(self.impressions, self.clicks, self.conversions, self.revenue)
-        return header + self.users.to_bytes()
+        return header + self.applied.to_bytes() + self.users.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> WindowStats:
         if not data:
             return cls()
         impressions, clicks, conversions, revenue = _HEADER.unpack_from(data)
-        users = UniqueCounter.from_bytes(data[_HEADER.size :])
-        return cls(impressions, clicks, conversions, revenue, users)
+        applied, end = Watermarks.read(data, _HEADER.size)
+        users = UniqueCounter.from_bytes(data[end:])
+        return cls(impressions, clicks, conversions, revenue, users, applied)
 
 
 def ctr(clicks: int, impressions: int) -> float:
@@ -155,11 +171,14 @@ def _row(start: int, end: int, stats: WindowStats, unique_users: int) -> WindowR
 
 
 def window_key(campaign_id: str, start: int) -> str:
-    """Table key of one campaign window; sorts by campaign, then time."""
-    return f"{campaign_id}\x1f{start:+021d}"
+    """Table key of one campaign window; sorts by campaign, then time.
+
+    The start is written as its distance from the earliest representable
+    time, so it is never negative and zero-padded digits sort numerically.
+    """
+    return f"{campaign_id}\x1f{start - MIN_MS:016d}"
 
 
 def parse_window_key(key: str) -> tuple[str, int]:
     campaign_id, _, start = key.rpartition("\x1f")
-    return campaign_id, int(start)
-
+    return campaign_id, int(start) + MIN_MS

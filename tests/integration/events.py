@@ -10,12 +10,16 @@ from typing import Any
 
 T0 = 1_614_600_000_000  # 2021-03-01T12:00:00Z
 MINUTE = 60_000
-CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-          "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36")
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-def event(kind: str, ts: int, user: str, campaign: str | None = None, **extra: Any) -> dict[str, Any]:
+def event(
+    kind: str, ts: int, user: str, campaign: str | None = None, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "event_id": f"ev-{uuid.uuid4().hex}",
         "type": kind,

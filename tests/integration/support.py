@@ -47,8 +47,9 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
 # --- HTTP -------------------------------------------------------------------
 
 
-def call(method: str, url: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def call(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -76,8 +77,9 @@ def metrics(url: str) -> dict[str, float]:
 # --- Kafka ------------------------------------------------------------------
 
 
-def produce(bootstrap: str, topic: str,
-            records: Iterable[tuple[bytes | None, bytes]]) -> list[RecordMetadata]:
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> list[RecordMetadata]:
     async def run() -> list[RecordMetadata]:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
@@ -90,12 +92,18 @@ def produce(bootstrap: str, topic: str,
     return asyncio.run(run())
 
 
-def consume(bootstrap: str, topic: str, until: Callable[[list[ConsumerRecord]], bool],
-            timeout: float = 60) -> list[ConsumerRecord]:
+def consume(
+    bootstrap: str, topic: str, until: Callable[[list[ConsumerRecord]], bool], timeout: float = 60
+) -> list[ConsumerRecord]:
     """Read ``topic`` from the beginning until ``until(records)`` holds."""
+
     async def run() -> list[ConsumerRecord]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout
@@ -148,8 +156,12 @@ class Worker:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dmp_faust.cli", "worker"],
-            cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.wait_healthy(timeout)
         return self
@@ -157,7 +169,9 @@ class Worker:
     def wait_healthy(self, timeout: float = 120) -> None:
         def healthy() -> bool:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.tail()}")
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.tail()}"
+                )
             with contextlib.suppress(OSError):
                 return call("GET", self.url + "/health")[0] == 200
             return False

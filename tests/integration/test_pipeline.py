@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.events import CHROME, GOOGLEBOT, MINUTE, T0, encode, event, expected_windows
 from tests.integration.conftest import WorkerFactory
+from tests.integration.events import CHROME, GOOGLEBOT, MINUTE, T0, encode, event, expected_windows
 from tests.integration.support import Worker, call, consume, metrics, produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,9 @@ def stats(worker: Worker, campaign: str, query: str = "") -> dict[str, Any]:
     return body
 
 
-def wait_for_totals(worker: Worker, campaign: str, query: str, impressions: int,
-                    clicks: int, conversions: int) -> dict[str, Any]:
+def wait_for_totals(
+    worker: Worker, campaign: str, query: str, impressions: int, clicks: int, conversions: int
+) -> dict[str, Any]:
     seen: list[Any] = []
 
     def done() -> dict[str, Any] | None:
@@ -44,12 +45,18 @@ def wait_for_totals(worker: Worker, campaign: str, query: str, impressions: int,
     try:
         return wait_until(done, 60, f"totals of {campaign}")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: got {seen}, want {(impressions, clicks, conversions)}") from None
+        raise AssertionError(
+            f"{exc}: got {seen}, want {(impressions, clicks, conversions)}"
+        ) from None
 
 
 def send_http(worker: Worker, events: list[dict[str, Any]]) -> tuple[int, Any]:
-    return call("POST", worker.url + "/collect", json.dumps({"batch": events}).encode(),
-                {"Content-Type": "application/json"})
+    return call(
+        "POST",
+        worker.url + "/collect",
+        json.dumps({"batch": events}).encode(),
+        {"Content-Type": "application/json"},
+    )
 
 
 def test_windows_and_ranges_are_exact_on_historical_time(module_worker: Worker) -> None:
@@ -68,15 +75,19 @@ def test_windows_and_ranges_are_exact_on_historical_time(module_worker: Worker) 
         event("page_view", T0 + 3 * MINUTE, "u6", url="https://example.com/sports/x"),
     ]
     half = len(events) // 2
-    produce(module_worker.bootstrap, f"{module_worker.prefix}.events.raw",
-            [(None, encode(body)) for body in events[:half]])
+    produce(
+        module_worker.bootstrap,
+        f"{module_worker.prefix}.events.raw",
+        [(None, encode(body)) for body in events[:half]],
+    )
     assert send_http(module_worker, events[half:])[0] == 202
     expected = expected_windows(events)
 
     query = f"?from={iso(T0)}&to={iso(T0 + 6 * MINUTE)}"
     kinds = Counter(body["type"] for body in events)
-    body = wait_for_totals(module_worker, campaign, query,
-                           kinds["impression"], kinds["click"], kinds["conversion"])
+    body = wait_for_totals(
+        module_worker, campaign, query, kinds["impression"], kinds["click"], kinds["conversion"]
+    )
 
     assert [w["start"] for w in body["windows"]] == [iso(T0 + i * MINUTE) for i in range(6)]
     for window in body["windows"]:
@@ -90,7 +101,9 @@ def test_windows_and_ranges_are_exact_on_historical_time(module_worker: Worker) 
         assert window["revenue"] == pytest.approx(want["revenue"])
         assert window["unique_users"] == len(want["users"])
         impressions = counts.get("impression", 0)
-        assert window["ctr"] == pytest.approx(counts.get("click", 0) / impressions if impressions else 0)
+        assert window["ctr"] == pytest.approx(
+            counts.get("click", 0) / impressions if impressions else 0
+        )
     totals = body["totals"]
     assert totals["revenue"] == pytest.approx(19.75)
     assert totals["unique_users"] == len(set().union(*(w["users"] for w in expected.values())))
@@ -120,8 +133,10 @@ def test_unknown_campaign_answers_zeros(module_worker: Worker) -> None:
     assert len(body["windows"]) == 2
 
 
-@pytest.mark.parametrize("query", ["?from=yesterday", f"?from={T0}&to={T0}",
-                                   f"?from={T0}&to={T0 + 3 * 24 * 60 * MINUTE}"])
+@pytest.mark.parametrize(
+    "query",
+    ["?from=yesterday", f"?from={T0}&to={T0}", f"?from={T0}&to={T0 + 3 * 24 * 60 * MINUTE}"],
+)
 def test_bad_range_is_a_json_400(module_worker: Worker, query: str) -> None:
     status, body = call("GET", f"{module_worker.url}/campaigns/x/stats{query}")
     assert status == 400
@@ -139,8 +154,13 @@ def payloads_by_reason(now_ms: int) -> dict[str, bytes]:
         "unknown_type": encode({**good, "type": "purchase"}),
         "bad_timestamp": encode({**good, "timestamp": "2021-03-01 noon"}),
         "future_timestamp": encode({**good, "timestamp": now_ms + 3_600_000}),
-        "too_old": encode({**good, "event_id": "old", "timestamp": T0 + 2 * 60 * MINUTE
-                           - 24 * 60 * MINUTE - MINUTE}),
+        "too_old": encode(
+            {
+                **good,
+                "event_id": "old",
+                "timestamp": T0 + 2 * 60 * MINUTE - 24 * 60 * MINUTE - MINUTE,
+            }
+        ),
     }
 
 
@@ -153,15 +173,21 @@ def test_every_refused_event_reaches_the_dead_letter_topic(module_worker: Worker
     records = [(key, latest), *((key, raw) for raw in payloads.values())]
     sent = produce(module_worker.bootstrap, f"{module_worker.prefix}.events.raw", records)
 
-    dlq = consume(module_worker.bootstrap, f"{module_worker.prefix}.events.dlq",
-                  lambda got: sum(r.key == key for r in got) >= len(payloads))
-    letters = {json.loads(r.value)["reason"]: (r, json.loads(r.value)) for r in dlq if r.key == key}
+    dlq = consume(
+        module_worker.bootstrap,
+        f"{module_worker.prefix}.events.dlq",
+        lambda got: sum(r.key == key for r in got) >= len(payloads),
+    )
+    letters = {json.loads(r.value)["reason"]: json.loads(r.value) for r in dlq if r.key == key}
     assert set(letters) == set(payloads)
     for (reason, raw), meta in zip(payloads.items(), sent[1:], strict=True):
-        record, letter = letters[reason]
+        letter = letters[reason]
         assert base64.b64decode(letter["raw"]) == raw
-        assert letter["source"] == {"topic": meta.topic, "partition": meta.partition,
-                                    "offset": meta.offset}
+        assert letter["source"] == {
+            "topic": meta.topic,
+            "partition": meta.partition,
+            "offset": meta.offset,
+        }
         assert letter["detail"] and letter["received_at"].endswith("Z")
 
 
@@ -183,7 +209,9 @@ def test_duplicates_bots_and_the_accounting_identity(make_worker: WorkerFactory)
 
     def balanced() -> dict[str, float] | None:
         c = outcome_counts(worker)
-        return c if c["received"] == c["invalid"] + c["duplicate"] + c["bot"] + c["accepted"] else None
+        return (
+            c if c["received"] == c["invalid"] + c["duplicate"] + c["bot"] + c["accepted"] else None
+        )
 
     before = wait_until(balanced, 60, "the counters to balance before the test")
     campaign = f"cmp-{uuid.uuid4().hex[:8]}"
@@ -191,11 +219,13 @@ def test_duplicates_bots_and_the_accounting_identity(make_worker: WorkerFactory)
     second = event("click", T0 + 20 * MINUTE, "d1", campaign)
     bot = event("impression", T0 + 20 * MINUTE, "crawler", campaign, user_agent=GOOGLEBOT)
     # Kafka then HTTP copies of `first`, HTTP then Kafka copies of `second`.
-    produce(worker.bootstrap, f"{worker.prefix}.events.raw",
-            [(None, encode(first)), (b"k", encode(bot)), (None, b"not json")])
+    produce(
+        worker.bootstrap,
+        f"{worker.prefix}.events.raw",
+        [(None, encode(first)), (b"k", encode(bot)), (None, b"not json")],
+    )
     assert send_http(worker, [first, second, {"type": "nope"}])[0] == 202
-    produce(worker.bootstrap, f"{worker.prefix}.events.raw",
-            [(b"other-key", encode(second))])
+    produce(worker.bootstrap, f"{worker.prefix}.events.raw", [(b"other-key", encode(second))])
 
     query = f"?from={T0 + 20 * MINUTE}&to={T0 + 21 * MINUTE}"
     body = wait_for_totals(worker, campaign, query, 1, 1, 0)
@@ -217,7 +247,9 @@ def test_collect_answers_partial_acceptance(module_worker: Worker) -> None:
     assert status == 202
     assert body["accepted"] == 1
     assert [(e["index"], e["reason"]) for e in body["errors"]] == [
-        (1, "missing_field"), (2, "not_an_object")]
+        (1, "missing_field"),
+        (2, "not_an_object"),
+    ]
 
     status, body = send_http(module_worker, [{"event_id": "x"}])
     assert status == 400 and body["accepted"] == 0 and body["errors"][0]["index"] == 0
@@ -226,10 +258,14 @@ def test_collect_answers_partial_acceptance(module_worker: Worker) -> None:
     assert status == 202 and body == {"accepted": 1, "errors": []}
 
 
-@pytest.mark.parametrize("body", [
-    encode({**event("page_view", T0, "big"), "properties": {"blob": "x" * 70_000}}),
-    json.dumps({"batch": [event("page_view", T0, "many")] * 501}).encode(),
-], ids=["event-over-64KiB", "batch-over-500"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        encode({**event("page_view", T0, "big"), "properties": {"blob": "x" * 70_000}}),
+        json.dumps({"batch": [event("page_view", T0, "many")] * 501}).encode(),
+    ],
+    ids=["event-over-64KiB", "batch-over-500"],
+)
 def test_collect_refuses_oversized_bodies_with_413(module_worker: Worker, body: bytes) -> None:
     status, answer = call("POST", module_worker.url + "/collect", body)
     assert status == 413

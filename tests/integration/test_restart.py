@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def campaign_stats(worker: Worker, campaign: str) -> dict[str, Any]:
-    status, body = call("GET", f"{worker.url}/campaigns/{campaign}/stats?from={T0}&to={T0 + 10 * MINUTE}")
+    status, body = call(
+        "GET", f"{worker.url}/campaigns/{campaign}/stats?from={T0}&to={T0 + 10 * MINUTE}"
+    )
     assert status == 200, body
     return body
 
@@ -30,13 +32,10 @@ def test_restarted_and_recovered_workers_serve_the_same_numbers(
 ) -> None:
     campaign = f"cmp-{uuid.uuid4().hex[:8]}"
     users = [f"r{i}" for i in range(40)]
-    events = [
-        event(kind, T0 + i * 7_000, user, campaign, **({"revenue": 3.0} if kind == "conversion" else {}))
-        for i, (kind, user) in enumerate(
-            (("impression", u) for u in users)
-        )
-    ] + [event("click", T0 + 9 * MINUTE, u, campaign) for u in users[:10]] + [
-        event("conversion", T0 + 9 * MINUTE + 1, u, campaign, revenue=3.0) for u in users[:4]
+    events = [event("impression", T0 + i * 7_000, user, campaign) for i, user in enumerate(users)]
+    events += [event("click", T0 + 9 * MINUTE, user, campaign) for user in users[:10]]
+    events += [
+        event("conversion", T0 + 9 * MINUTE + 1, user, campaign, revenue=3.0) for user in users[:4]
     ]
     worker = make_worker().start()
     produce(worker.bootstrap, f"{worker.prefix}.events.raw", [(None, encode(e)) for e in events])
@@ -64,5 +63,7 @@ def test_restarted_and_recovered_workers_serve_the_same_numbers(
     fresh = make_worker(prefix=worker.prefix, data_dir=tmp_path / "empty-disk").start()
     assert campaign_stats(fresh, campaign) == before
     produce(fresh.bootstrap, f"{fresh.prefix}.events.raw", [(None, encode(e)) for e in replayed])
-    wait_until(lambda: duplicates(fresh) >= len(replayed), 60, "copies to be dropped after recovery")
+    wait_until(
+        lambda: duplicates(fresh) >= len(replayed), 60, "copies to be dropped after recovery"
+    )
     assert campaign_stats(fresh, campaign) == before
