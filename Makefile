@@ -20,6 +20,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check dmp_faust agents tables tests
+	$(BIN)/ruff format --check dmp_faust agents tables tests
 	$(BIN)/mypy dmp_faust/domain
 
 unit: install

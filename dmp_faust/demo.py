@@ -69,10 +69,12 @@ def _wait_healthy(base: str, worker: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise SystemExit(f"demo: the worker exited with {worker.returncode}; see its log")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(base + "/health", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.5)
     raise SystemExit(f"demo: the worker was not healthy after {HEALTH_TIMEOUT_S} s")
 
