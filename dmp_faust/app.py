@@ -34,6 +34,8 @@ app = faust.App(
     # A killed worker's partitions move on after this long (Faust's default is 60 s).
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=max(1, settings.session_timeout_s // 3),
+    # Let sends gather for a few ms: one produce request carries many records.
+    producer_linger=0.005,
     autodiscover=["agents", "tables", "dmp_faust.views"],
     origin="dmp_faust",
     web_application_options={"middlewares": [json_errors]},

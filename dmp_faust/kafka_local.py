@@ -301,6 +301,10 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
+    # It may have turned into a zombie between _alive's reap and its /proc read:
+    # reap it now if it is our child, so the pid is really gone.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
     return True
 
 

@@ -34,25 +34,37 @@ def header(headers: Any, name: str) -> bytes:
 class StreamClock:
     """Stream time of one pipeline stage, per partition, kept in a table.
 
-    Kept in a table rather than in memory so that it survives restarts and
-    moves with its partition to whichever worker owns it next.
+    Kept in a table rather than only in memory so that it survives restarts
+    and moves with its partition to whichever worker owns it next. Writing
+    the table on every event would cost a changelog record per event, so it
+    is written when stream time enters a new second; the exact value is also
+    kept in memory. Stream time only grows, so a remembered value is never
+    ahead of the truth and ``max(memory, table, ts)`` is always right; after
+    a restart the stage resumes from the last whole second it stored.
     """
 
-    def __init__(self, table: Any, stage: str) -> None:
+    def __init__(self, table: Any, stage: str, persist_ms: int = 1000) -> None:
         self.table = table
         self.stage = stage
+        self.persist_ms = persist_ms
+        self._latest: dict[int, int] = {}
 
     def _key(self, partition: int) -> str:
         return f"{self.stage}:{partition}"
 
     def get(self, partition: int) -> int | None:
-        return decode_int(self.table.get(self._key(partition)))
+        stored = decode_int(self.table.get(self._key(partition)))
+        latest = self._latest.get(partition)
+        return stored if latest is None else advance_stream_time(stored, latest)
 
     def advance(self, partition: int, ts_ms: int) -> int:
         """Take ``ts_ms`` into account and return the partition's stream time."""
-        current = self.get(partition)
-        new = advance_stream_time(current, ts_ms)
-        if new != current:
+        stored = decode_int(self.table.get(self._key(partition)))
+        new = advance_stream_time(
+            advance_stream_time(stored, ts_ms), self._latest.get(partition, ts_ms)
+        )
+        self._latest[partition] = new
+        if stored is None or new // self.persist_ms > stored // self.persist_ms:
             self.table[self._key(partition)] = encode_int(new)
         return new
 

@@ -1,0 +1,120 @@
+"""The options of ``dmp-faust generate``: its argument parser and the checks of its values."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from dmp_faust.domain.timefmt import parse_timestamp
+from dmp_faust.generator.mix import MixConfig
+from dmp_faust.settings import Settings
+
+DEFAULT_RATE: Final = 200.0
+
+
+@dataclass(frozen=True)
+class Options:
+    rate: float
+    count: int
+    config: MixConfig
+    seed: int
+    bootstrap: str
+    topic: str
+    start_ms: int | None
+    wait_topic_s: float
+    quiet: bool
+
+
+def parse_args(argv: list[str], settings: Settings) -> Options:
+    args = _parser(settings).parse_args(argv)
+    config = MixConfig(
+        args.campaigns, args.users, args.invalid_share, args.duplicate_share, args.bot_share
+    )
+    if config.invalid_share + config.duplicate_share + config.bot_share > 1:
+        _parser(settings).error("--invalid-share + --duplicate-share + --bot-share exceed 1")
+    seed = random.SystemRandom().getrandbits(32) if args.seed is None else args.seed
+    return Options(
+        rate=args.rate,
+        count=args.count,
+        config=config,
+        seed=seed,
+        bootstrap=args.bootstrap,
+        topic=args.topic,
+        start_ms=args.start_ms,
+        wait_topic_s=args.wait_topic,
+        quiet=args.quiet,
+    )
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmp-faust generate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Produce synthetic behavioural events onto the raw topic.",
+    )
+    add = parser.add_argument
+    add(
+        "--rate",
+        type=_at_least(float, 0),
+        default=DEFAULT_RATE,
+        metavar="EV_PER_S",
+        help="events per second; 0 = as fast as possible",
+    )
+    add("--count", type=_at_least(int, 0), default=0, help="events to send; 0 = until Ctrl-C")
+    add("--campaigns", type=_at_least(int, 1), default=20, help="campaigns cmp-001, ...")
+    add("--users", type=_at_least(int, 1), default=5000, help="simulated users")
+    add(
+        "--seed",
+        type=int,
+        help="random seed (the same seed gives the same events, and so "
+        "the same event_ids: a re-run is de-duplicated); default a random one",
+    )
+    add("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap servers")
+    add("--topic", default=settings.topic("events.raw"), help="target topic")
+    add("--invalid-share", type=_share, default=0.01, help="share of invalid events")
+    add("--duplicate-share", type=_share, default=0.01, help="share of re-sent events")
+    add("--bot-share", type=_share, default=0.02, help="share of crawler events")
+    add(
+        "--start-ms",
+        type=_time_ms,
+        metavar="TIME",
+        help="event time of the first event, epoch ms or RFC 3339; default now, and events "
+        "follow the wall clock; with it, events are 1000/rate ms apart (5 ms at --rate 0)",
+    )
+    add(
+        "--wait-topic",
+        type=_at_least(float, 0),
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the topic to exist (the worker creates it)",
+    )
+    add("--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
+    def convert(text: str) -> float:
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _time_ms(text: str) -> int:
+    try:
+        return parse_timestamp(int(text) if text.lstrip("-").isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
