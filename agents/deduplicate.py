@@ -2,7 +2,8 @@
 
 Reads ``events.valid`` (partitioned by event_id, so all copies of an event
 meet here); writes ``events.clean`` keyed by profile id and, for campaign
-events, ``events.by_campaign`` keyed by campaign id. Both carry the source
+events, ``events.by_campaign`` keyed by campaign id, and a profile command on
+``profiles.in`` keyed by the event's anonymous id (else its user id). All carry the source
 coordinates of the valid record (header ``dmp-src``), which downstream
 folds use to skip what a replay sends again.
 """
@@ -16,9 +17,11 @@ from dmp_faust.clock import wall_ms
 from dmp_faust.domain.dedup import Seen, Verdict, classify, is_forgotten
 from dmp_faust.domain.enrich import enrich, is_bot
 from dmp_faust.domain.events import CAMPAIGN_TYPES, decode_event, encode
+from dmp_faust.domain.identity import encode_command, route_event
+from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source
 from dmp_faust.state import StreamClock, Sweeper
-from dmp_faust.topics import campaign_events, clean_events, valid_events
+from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
 from tables.stream_times import stream_times
 
@@ -56,5 +59,9 @@ async def deduplicate_events(stream: Any) -> None:
         await clean_events.send(key=valid.profile_id.encode(), value=clean, headers=headers)
         if valid.type in CAMPAIGN_TYPES and valid.campaign_id:
             await campaign_events.send(key=valid.campaign_id.encode(), value=clean, headers=headers)
+        profile_key, command = route_event(profile_event(valid))
+        await profile_commands.send(
+            key=profile_key.encode(), value=encode_command(command), headers=headers
+        )
         metrics.accepted.inc()
         metrics.latency.observe(max(0, wall_ms() - valid.ts) / 1000)

@@ -11,11 +11,13 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY
 
+from dmp_faust.domain.segments import load_rules
 from dmp_faust.metrics import Metrics
 from dmp_faust.responses import json_errors
 from dmp_faust.settings import Settings
 
 settings = Settings.from_env()
+segment_rules = load_rules(settings.segments_file)  # RuleError: the worker refuses to start
 
 app = faust.App(
     settings.app_id,

@@ -15,9 +15,12 @@ worker has caught up::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from dmp_faust.domain.events import REASONS
 
@@ -80,3 +83,26 @@ class Metrics:
         for reason in REASONS:
             metrics.invalid.labels(reason)
         return metrics
+
+
+class TableGauges(Collector):
+    """Gauges read from tables at scrape time, for the partitions this worker owns."""
+
+    def __init__(
+        self,
+        profiles: Callable[[], int],
+        segment_sizes: Callable[[], Iterable[tuple[str, int]]],
+    ) -> None:
+        self.profiles = profiles
+        self.segment_sizes = segment_sizes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "dmp_profiles", "Canonical profiles on this worker", value=self.profiles()
+        )
+        sizes = GaugeMetricFamily(
+            "dmp_segment_size", "Profiles in each segment owned by this worker", labels=["segment"]
+        )
+        for segment, size in self.segment_sizes():
+            sizes.add_metric([segment], size)
+        yield sizes

@@ -7,7 +7,12 @@ Internal repartition topics, read and written by dmp-faust only:
   an event meets the same de-duplication table partition, whatever key (or
   none) the producer gave it on the raw topic;
 * ``events.by_campaign``: accepted campaign events keyed by campaign_id,
-  the partitioning of the campaign statistics.
+  the partitioning of the campaign statistics;
+* ``profiles.in``: identity and profile commands keyed by the id they
+  concern (see :mod:`dmp_faust.domain.identity`);
+* ``segments.deltas``: +1/-1 per segment entered/exited, keyed by segment.
+
+Public too: ``segments.changes``, the enter/exit records, keyed by profile id.
 
 All are declared (created with ``DMP_PARTITIONS`` partitions when missing)
 before the pipeline processes its first event.
@@ -35,11 +40,23 @@ valid_events = _topic("events.valid")
 clean_events = _topic("events.clean")
 campaign_events = _topic("events.by_campaign")
 dead_letters = _topic("events.dlq")
+profile_commands = _topic("profiles.in")
+segment_changes = _topic("segments.changes")
+segment_deltas = _topic("segments.deltas")
 
 # Header on raw records produced by ``POST /collect``: the value is b"http".
 ORIGIN_HEADER = "dmp-source"
 
-ALL_TOPICS = (raw_events, valid_events, clean_events, campaign_events, dead_letters)
+ALL_TOPICS = (
+    raw_events,
+    valid_events,
+    clean_events,
+    campaign_events,
+    dead_letters,
+    profile_commands,
+    segment_changes,
+    segment_deltas,
+)
 
 
 async def declare_all() -> None:

@@ -8,6 +8,7 @@ from Faust's partition assignment of the table's changelog.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from aiohttp import ClientError, ClientTimeout, web
@@ -19,6 +20,19 @@ from dmp_faust.responses import HttpError
 _PROXY_TIMEOUT = ClientTimeout(total=10)
 _FORWARDED_HEADERS = ("Authorization", "Accept")
 _ROUTED_HEADER = "X-Dmp-Routed"
+
+
+def require_token(request: Any) -> None:
+    """401 unless ``DMP_API_TOKEN`` is unset or the request bears it (constant-time compare)."""
+    expected = settings.api_token
+    if expected is None:
+        return
+    given = request.headers.get("Authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise HttpError(401, "unauthorized", "this route needs Authorization: Bearer <token>")
 
 
 def partition_for(key: str) -> int:
@@ -34,18 +48,27 @@ def owner_url(table: Any, partition: int) -> str | None:
     return None
 
 
-async def route_to_owner(request: Any, table: Any, key: str) -> web.Response | None:
-    """Proxy the request to the owner of ``key``; ``None`` when that is this worker."""
+async def route_to_owner(
+    request: Any, table: Any, key: str, path_qs: str | None = None
+) -> web.Response | None:
+    """Proxy to the owner of ``key``; ``None`` when that is this worker.
+
+    The request goes on as it came, or to ``path_qs`` when given (a lookup
+    that continues under another key, such as a linked id's profile). A
+    request that was already routed once is answered where it arrived.
+    """
     url = owner_url(table, partition_for(key))
     if url is None:
         raise HttpError(503, "unavailable", "the partition has no owner yet (rebalancing)")
-    if url == str(app.conf.canonical_url).rstrip("/") or request.headers.get(_ROUTED_HEADER):
+    if url == str(app.conf.canonical_url).rstrip("/"):
+        return None
+    if path_qs is None and request.headers.get(_ROUTED_HEADER):
         return None
     headers = {
         name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
     }
     headers[_ROUTED_HEADER] = "1"
-    target = url + request.path_qs
+    target = url + (path_qs or request.path_qs)
     try:
         async with app.http_client.request(
             request.method, target, headers=headers, timeout=_PROXY_TIMEOUT

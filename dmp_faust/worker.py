@@ -10,7 +10,13 @@ import sys
 
 
 def run_worker(argv: list[str]) -> int:
-    from dmp_faust.app import app, settings
+    from dmp_faust.domain.segments import RuleError
+
+    try:
+        from dmp_faust.app import app, settings
+    except RuleError as exc:
+        print(f"dmp-faust worker: segment rules refused: {exc}", file=sys.stderr)
+        return 1
     from dmp_faust.provision import ProvisionError, app_topic_specs, ensure_topics
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)

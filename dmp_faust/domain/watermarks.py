@@ -61,6 +61,14 @@ class Watermarks:
         return f"Watermarks({self.offsets})"
 
 
+MAX_PARTITIONS: Final = 1024
+
+
+def source_id(stream: int, partition: int) -> int:
+    """One number for (input stream, partition), so that marks of several inputs coexist."""
+    return stream * MAX_PARTITIONS + partition
+
+
 def encode_source(partition: int, offset: int) -> bytes:
     return f"{partition}:{offset}".encode()
 

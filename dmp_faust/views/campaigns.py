@@ -1,7 +1,4 @@
-"""HTTP routes of a worker. Thin: parse, read (routed to the owner), format.
-
-Collection lives in :mod:`dmp_faust.collect`; this module holds the reads.
-"""
+"""``GET /campaigns/{id}/stats``: campaign statistics over whole minutes."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ from faust.web import View
 
 from dmp_faust.app import app, settings
 from dmp_faust.clock import wall_ms
-from dmp_faust.collect import collect
 from dmp_faust.domain.query import BadParameter, resolve_range
 from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.windows import (
@@ -27,12 +23,6 @@ from dmp_faust.state import decode_int
 from dmp_faust.web import partition_for, route_to_owner
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
-
-
-@app.page("/collect")
-class Collect(View):
-    async def post(self, request: Any) -> Any:
-        return await collect(request)
 
 
 @app.page("/campaigns/{campaign_id}/stats")
@@ -94,20 +84,3 @@ def _row_json(row: WindowRow, with_bounds: bool = True) -> dict[str, Any]:
     if with_bounds:
         body = {"start": format_timestamp(row.start), "end": format_timestamp(row.end), **body}
     return body
-
-
-@app.page("/health")
-class Health(View):
-    async def get(self, request: Any) -> Any:
-        recovered = app.tables.recovery.completed.is_set()
-        ready = recovered and not app.rebalancing
-        body = {
-            "status": "ok" if ready else "unavailable",
-            "worker": str(app.conf.canonical_url),
-            "recovered": recovered,
-            "rebalancing": bool(app.rebalancing),
-            "active_partitions": sorted({tp.partition for tp in app.assignor.assigned_actives()}),
-        }
-        if not ready:
-            body.update(error="unavailable", detail="tables are recovering or a rebalance is on")
-        return json_response(body, 200 if ready else 503)

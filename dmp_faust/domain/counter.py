@@ -1,0 +1,35 @@
+"""A counter folded from +1/-1 deltas, guarded by source watermarks (segment sizes)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from dmp_faust.domain.watermarks import Watermarks
+
+_SIZE: Final = struct.Struct("<q")
+
+
+@dataclass
+class GuardedCounter:
+    value: int = 0
+    applied: Watermarks = field(default_factory=Watermarks)
+
+    def apply_once(self, source: tuple[int, int], delta: int) -> bool:
+        if self.applied.covers(*source):
+            return False
+        self.value += delta
+        self.applied.advance(*source)
+        return True
+
+    def to_bytes(self) -> bytes:
+        return _SIZE.pack(self.value) + self.applied.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> GuardedCounter:
+        if not data:
+            return cls()
+        (value,) = _SIZE.unpack_from(data)
+        applied, _ = Watermarks.read(data, _SIZE.size)
+        return cls(value, applied)

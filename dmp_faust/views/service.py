@@ -1,0 +1,34 @@
+"""``POST /collect`` (logic in :mod:`dmp_faust.collect`) and ``GET /health``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import View
+
+from dmp_faust.app import app
+from dmp_faust.collect import collect
+from dmp_faust.responses import json_response
+
+
+@app.page("/collect")
+class Collect(View):
+    async def post(self, request: Any) -> Any:
+        return await collect(request)
+
+
+@app.page("/health")
+class Health(View):
+    async def get(self, request: Any) -> Any:
+        recovered = app.tables.recovery.completed.is_set()
+        ready = recovered and not app.rebalancing
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "worker": str(app.conf.canonical_url),
+            "recovered": recovered,
+            "rebalancing": bool(app.rebalancing),
+            "active_partitions": sorted({tp.partition for tp in app.assignor.assigned_actives()}),
+        }
+        if not ready:
+            body.update(error="unavailable", detail="tables are recovering or a rebalance is on")
+        return json_response(body, 200 if ready else 503)

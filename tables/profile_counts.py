@@ -1,0 +1,8 @@
+"""Number of canonical profiles per partition (key: the partition number as
+text; value: ASCII digits), for the ``dmp_profiles`` gauge without a scan."""
+
+from __future__ import annotations
+
+from dmp_faust.app import app
+
+profile_counts = app.Table("profile_counts", key_type=bytes, value_type=bytes)

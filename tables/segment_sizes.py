@@ -1,0 +1,9 @@
+"""Segment sizes. Key: segment id; value: a
+:class:`dmp_faust.domain.counter.GuardedCounter` (size and source watermarks).
+Partitioned like ``segments.deltas`` (by segment)."""
+
+from __future__ import annotations
+
+from dmp_faust.app import app
+
+segment_sizes = app.Table("segment_sizes", key_type=bytes, value_type=bytes)
