@@ -41,7 +41,7 @@ from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
 from dmp_faust.state import StreamClock, decode_int, encode_int, header
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
-from dmp_faust.web import partition_for
+from dmp_faust.web import active_partitions, partition_for
 from tables.erasures import erasures
 from tables.profile_counts import profile_counts
 from tables.profiles import profiles
@@ -50,7 +50,6 @@ from tables.stream_times import stream_times
 
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
-NO_SOURCE = (-1, -1)
 clock = StreamClock(stream_times, "profiles")
 
 
@@ -78,15 +77,15 @@ async def build_profiles(stream: Any) -> None:
             if ts is not None
             else (clock.get(message.partition) or 0)
         )
+        here = (source_id(PROFILES_STREAM, message.partition), message.offset)
         raw_source = header(message.headers, SOURCE_HEADER)
-        source = decode_source(raw_source) if raw_source else NO_SOURCE
+        source = decode_source(raw_source) if raw_source else here  # an erasure from HTTP
         marks = erasures.get(erasure_key(settings.app_id, key))
         erased = Watermarks.read(marks)[0] if marks else None
-        context = Context(source, stream_time, FREQUENCY_HORIZON_MS, segments_of, erased)
+        context = Context(source, here, stream_time, FREQUENCY_HORIZON_MS, segments_of, erased)
         outcome = handle(key, pf.from_bytes(profiles.get(key)), command, context)
         _store(key, outcome, message.partition)
-        here = encode_source(source_id(PROFILES_STREAM, message.partition), message.offset)
-        await _publish(key, outcome, stream_time, [(SOURCE_HEADER, here)])
+        await _publish(key, outcome, stream_time, [(SOURCE_HEADER, encode_source(*here))])
 
 
 def _store(key: str, outcome: Outcome, partition: int) -> None:
@@ -127,17 +126,14 @@ async def count_segment_sizes(stream: Any) -> None:
             segment_sizes[segment] = size.to_bytes()
 
 
-def _active_partitions() -> set[int]:
-    topic = profile_commands.get_topic_name()
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-
-
 def _profiles_here() -> int:
-    return sum(decode_int(profile_counts.get(str(p))) or 0 for p in _active_partitions())
+    return sum(
+        decode_int(profile_counts.get(str(p))) or 0 for p in active_partitions(profile_commands)
+    )
 
 
 def _segment_sizes_here() -> list[tuple[str, int]]:
-    active = _active_partitions()
+    active = active_partitions(profile_commands)
     return [
         (rule.id, GuardedCounter.from_bytes(segment_sizes.get(rule.id)).value)
         for rule in segment_rules

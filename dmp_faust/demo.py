@@ -3,7 +3,7 @@
 Starts the local Kafka broker, one worker and the synthetic event generator,
 prints the URLs to open, and on Ctrl-C stops the generator, then the worker,
 then the broker. ``DMP_DEMO_RATE`` sets the generator's events per second
-(default 500; 0 for as fast as it can).
+(default 200; 0 for as fast as it can).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[-1])
     kafka_dir = settings.data_dir / "kafka"
-    rate = os.environ.get("DMP_DEMO_RATE", "500")
+    rate = os.environ.get("DMP_DEMO_RATE", "200")
     print(f"demo: starting Kafka on port {port} (data in {kafka_dir}) ...", flush=True)
     broker = kafka_local.start(port, kafka_dir)
     env = {**os.environ, "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}

@@ -39,6 +39,12 @@ def partition_for(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
 
 
+def active_partitions(topic: Any) -> set[int]:
+    """Partitions of ``topic`` (all app topics are co-partitioned) this worker processes."""
+    name = topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+
+
 def owner_url(table: Any, partition: int) -> str | None:
     """Base URL of the worker that holds ``partition`` of ``table`` as active."""
     topic = table.changelog_topic.get_topic_name()

@@ -20,8 +20,11 @@ depend on arrival order):
 
 Replays: each fold is guarded by the watermark of the command's source
 record, stored in the record it changes. A linked anonymous record that sees
-a command it had already folded re-sends its frozen state: the user's
-watermark drops it if the first copy arrived, and takes it if it was lost.
+again the linking record re-sends its frozen state (the user's watermark
+takes the first copy that arrives and drops the other); earlier records,
+read again, change nothing, since their effect is in that state. Commands it
+forwards after the link are recorded in its ``forwarded`` marks and
+re-forwarded when read again (see :func:`_forward`).
 
 Erasure keeps no personal data, but it keeps the erased record's
 watermarks (under a hash of the id): after a crash, records that were folded
@@ -58,10 +61,14 @@ class Erase(msgspec.Struct, tag="erase"):
 
 
 class EraseLink(msgspec.Struct, tag="erase_link"):
-    pass
+    user_id: str  # the user being erased: a link to another user is left alone
 
 
-Command = FoldEvent | MergeFragment | Erase | EraseLink
+class EraseDone(msgspec.Struct, tag="erase_done"):
+    profile_id: str  # a linked id that is erased now
+
+
+Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Command)
 
@@ -95,7 +102,7 @@ class Outcome:
     entered: list[str] = field(default_factory=list)
     exited: list[str] = field(default_factory=list)
     profiles_delta: int = 0  # canonical profiles created (+1) or removed (-1)
-    erased: Watermarks | None = None  # set when the record was erased: its marks
+    erased: Watermarks | None = None  # set when the record was erased: what it had seen
 
 
 SegmentsOf = Callable[[Profile], frozenset[str]]
@@ -103,9 +110,10 @@ SegmentsOf = Callable[[Profile], frozenset[str]]
 
 @dataclass(frozen=True)
 class Context:
-    """What a command is handled with: its source, the stream time, the rules."""
+    """What a command is handled with: where it is from, where it is, the time, the rules."""
 
-    source: tuple[int, int]  # (source id, offset) of the command's record
+    source: tuple[int, int]  # (source id, offset) the command was made from
+    here: tuple[int, int]  # (source id, offset) of the profiles.in record being handled
     stream_time: int
     horizon_ms: int
     segments_of: SegmentsOf
@@ -121,30 +129,74 @@ def handle(key: str, record: Profile | None, command: Command, ctx: Context) -> 
     if isinstance(command, FoldEvent) and command.resolve:
         return _resolve(key, record, command.event, ctx)
     if isinstance(command, FoldEvent):
+        event = command.event
         return _update(
-            key, record, ctx, lambda p: pf.fold(p, command.event, ctx.stream_time, ctx.horizon_ms)
+            key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms)
         )
     if isinstance(command, MergeFragment):
-        fragment = command.fragment
+        part = command.fragment
         return _update(
-            key, record, ctx, lambda p: pf.merge(p, fragment, ctx.stream_time, ctx.horizon_ms)
+            key, record, ctx, lambda p: pf.merge(p, part, ctx.stream_time, ctx.horizon_ms)
         )
-    if isinstance(command, Erase) and record is not None and record.merged_into:
-        return Outcome(record, sends=[(record.merged_into, Erase())])
-    return _erase(key, record, propagate=isinstance(command, Erase))
+    if isinstance(command, EraseDone):
+        return _erase_done(key, record, command.profile_id)
+    if record is not None and record.merged_into and isinstance(command, Erase):
+        if record.watermarks.covers(*ctx.source):  # an erasure from before this link
+            return Outcome(record)
+        return _forward(record, record.merged_into, Erase(), ctx)
+    if isinstance(command, EraseLink):
+        return _erase_link(key, record, command.user_id, ctx)
+    if record is None:
+        return Outcome(None)
+    if record.erasing:  # the erasure read again: ask the linked ids again
+        return Outcome(record, sends=[(other, EraseLink(key)) for other in record.erasing])
+    if seen(record).covers(*ctx.source):
+        return Outcome(record)  # a replay of an erasure that is complete
+    return _erase(key, record, ctx)
+
+
+def seen(record: Profile) -> Watermarks:
+    """Every source a record has folded or forwarded."""
+    marks = Watermarks(dict(record.applied))
+    for source, offset in record.forwarded.items():
+        marks.advance(source, offset)
+    return marks
 
 
 def _resolve(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
     if record is not None and record.merged_into:
-        if record.watermarks.covers(*ctx.source):  # folded before the link: re-send the state
-            return Outcome(
-                record, sends=[(record.merged_into, MergeFragment(record_state(record)))]
-            )
-        target = event.user_id or record.merged_into
-        return Outcome(record, sends=[(target, FoldEvent(event, resolve=False))])
+        return _linked(record, event, ctx)
     if event.user_id and event.user_id != key:
         return _link(key, record, event, ctx)
     return _update(key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms))
+
+
+def _linked(record: Profile, event: ProfileEvent, ctx: Context) -> Outcome:
+    """A command for an anonymous id that is linked already."""
+    if record.watermarks.covers(*ctx.source):  # folded before the link, so in the merge
+        if ctx.here[1] == record.linked_at:  # the linking record, read again: re-send
+            return Outcome(
+                record, sends=[(record.merged_into or "", MergeFragment(record_state(record)))]
+            )
+        return Outcome(record)
+    return _forward(record, event.user_id or record.merged_into or "", FoldEvent(event, False), ctx)
+
+
+def _forward(record: Profile, target: str, command: Command, ctx: Context) -> Outcome:
+    """Send a command on to the user, stamped with this record's position.
+
+    The same record read again after a crash is forwarded again with the
+    same stamp (the user drops it if the first copy arrived). A new copy of a
+    command forwarded already (stage 2 re-sending after its own crash) comes
+    at a later position and is dropped here: a later stamp would get past
+    the user's watermark.
+    """
+    marks = Watermarks(record.forwarded)
+    if marks.covers(*ctx.source) and ctx.here[1] > (record.forwarded_at or -1):
+        return Outcome(record)
+    marks.advance(*ctx.source)
+    record.forwarded_at = max(ctx.here[1], record.forwarded_at or -1)
+    return Outcome(record, write=True, sends=[(target, command)])
 
 
 def _link(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
@@ -156,7 +208,7 @@ def _link(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -
     pf.fold(record, event, ctx.stream_time, ctx.horizon_ms)
     record.watermarks.advance(*ctx.source)
     exited, record.segments = sorted(record.segments), []
-    record.merged_into = user_id
+    record.merged_into, record.linked_at = user_id, ctx.here[1]
     return Outcome(
         record,
         write=True,
@@ -174,10 +226,11 @@ def record_state(record: Profile) -> Profile:
 def _update(
     key: str, record: Profile | None, ctx: Context, step: Callable[[Profile], object]
 ) -> Outcome:
-    created = record is None
+    existed = record is not None
     record = record or ctx.new_record(key)
     if record.watermarks.covers(*ctx.source):  # folded already, or erased since
-        return Outcome(None if created else record)
+        return Outcome(record if existed else None)
+    created = not existed or not pf.has_data(record)  # new, or new since an erasure
     step(record)
     record.watermarks.advance(*ctx.source)
     entered, exited = changes(record.segments, ctx.segments_of(record))
@@ -187,18 +240,47 @@ def _update(
     )
 
 
-def _erase(key: str, record: Profile | None, propagate: bool) -> Outcome:
-    if record is None:
-        return Outcome(None)
-    sends: list[tuple[str, Command]] = []
-    if propagate:
-        sends = [(other, EraseLink()) for other in record.ids if other != key]
-    canonical = not record.merged_into
+def _erase(key: str, record: Profile, ctx: Context) -> Outcome:
+    """Clear a canonical profile; its linked ids are erased before the record goes.
+
+    Until every linked id has answered ``EraseDone``, the record stays with
+    no data but the list of ids still to erase (so a crash cannot lose that
+    list) and the marks of everything it had seen.
+    """
+    marks = seen(record)
+    marks.advance(*ctx.source)  # so that a replay of this erasure is recognised
+    others = sorted(i for i in record.ids if i != key)
+    exited = sorted(record.segments)
+    if not others:
+        return Outcome(None, write=True, exited=exited, profiles_delta=-1, erased=marks)
+    cleared = Profile(profile_id=key, ids=[key], applied=marks.offsets, erasing=others)
+    sends: list[tuple[str, Command]] = [(other, EraseLink(key)) for other in others]
+    return Outcome(cleared, write=True, sends=sends, exited=exited, profiles_delta=-1)
+
+
+def _erase_link(key: str, record: Profile | None, user_id: str, ctx: Context) -> Outcome:
+    done: list[tuple[str, Command]] = [(user_id, EraseDone(key))]
+    if record is None or record.merged_into not in (None, user_id):
+        return Outcome(record, sends=done)  # gone already, or linked to someone else
+    if seen(record).covers(*ctx.source):
+        return Outcome(record, sends=done)  # read again: this record started after it
+    marks = seen(record)
+    marks.advance(*ctx.source)
+    delta = 0 if record.merged_into else -1
     return Outcome(
         None,
         write=True,
-        sends=sends,
+        sends=done,
         exited=sorted(record.segments),
-        profiles_delta=-1 if canonical else 0,
-        erased=record.watermarks,
+        profiles_delta=delta,
+        erased=marks,
     )
+
+
+def _erase_done(key: str, record: Profile | None, linked_id: str) -> Outcome:
+    if record is None or linked_id not in record.erasing:
+        return Outcome(record)
+    record.erasing.remove(linked_id)
+    if record.erasing or record.counts:  # more to wait for, or events that came since
+        return Outcome(record, write=True)
+    return Outcome(None, write=True, erased=record.watermarks)

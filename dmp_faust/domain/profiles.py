@@ -57,8 +57,14 @@ class Profile(msgspec.Struct, kw_only=True):
     segments: list[str] = msgspec.field(default_factory=list)
     # campaign -> minute start -> impressions, for frequency capping
     frequency: dict[str, dict[int, int]] = msgspec.field(default_factory=dict)
-    # set on an anonymous record once linked: the user id its state went to
+    # set on an anonymous record once linked: the user id its state went to,
+    # the offset of the linking record, and the sources forwarded since
     merged_into: str | None = None
+    linked_at: int | None = None
+    forwarded: dict[int, int] = msgspec.field(default_factory=dict)
+    forwarded_at: int | None = None
+    # set on a canonical record being erased: the linked ids still to erase
+    erasing: list[str] = msgspec.field(default_factory=list)
     # source id -> highest offset folded in (see dmp_faust.domain.watermarks)
     applied: dict[int, int] = msgspec.field(default_factory=dict)
 
@@ -89,6 +95,11 @@ def to_bytes(profile: Profile) -> bytes:
 
 def from_bytes(raw: bytes | None) -> Profile | None:
     return _decoder.decode(raw) if raw else None
+
+
+def has_data(profile: Profile) -> bool:
+    """False for a record that only waits for its erasure to complete."""
+    return bool(profile.counts) or not profile.erasing
 
 
 def interest_of(url: str | None) -> str | None:

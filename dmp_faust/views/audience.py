@@ -37,7 +37,7 @@ async def _record(request: Any, profile_id: str) -> tuple[Any, pf.Profile | None
     if routed is not None:
         return routed, None
     record = pf.from_bytes(profiles.get(profile_id))
-    if record is None:
+    if record is None or not pf.has_data(record):
         raise HttpError(404, "not_found", f"no profile for id {profile_id!r}")
     return None, record
 
