@@ -70,6 +70,9 @@ class StreamClock:
 
 
 ExpiredFn = Callable[[bytes, bytes, int], bool]
+# Faust keeps the changelog offset of each partition's RocksDB under a key of its
+# own (``__faust\0offset__``) in the same database as the table's keys.
+FAUST_KEY_PREFIX = b"__faust"
 
 
 class Sweeper:
@@ -110,6 +113,8 @@ class Sweeper:
             if seen == self.scan:
                 self._cursor[partition] = key
                 break
+            if key.startswith(FAUST_KEY_PREFIX):  # Faust's own bookkeeping, not table data
+                continue
             if self.is_expired(key, value, stream_time):
                 expired.append(key)
         else:

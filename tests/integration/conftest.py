@@ -52,6 +52,7 @@ def make_worker(kafka: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     yield _factory(kafka, tmp_path, workers)
     for worker in workers:
         worker.stop()
+    assert not [line for worker in workers for line in worker.crashes()]
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,4 @@ def module_worker(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     worker = _factory(kafka, tmp_path_factory.mktemp("worker"), workers)().start()
     yield worker
     worker.stop()
+    assert not worker.crashes()

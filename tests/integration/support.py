@@ -181,6 +181,11 @@ class Worker:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.tail()}") from None
 
+    def crashes(self) -> list[str]:
+        """Agent crashes in the log: Faust restarts a crashed agent, so look for them."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line for line in text.splitlines() if "Crashed reason=" in line]
+
     def tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -46,6 +46,7 @@ def worker(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
     running = Worker(kafka, prefix, data / "w", env={"DMP_API_TOKEN": TOKEN}).start()
     yield running
     running.stop()
+    assert not running.crashes()
 
 
 def send(worker: Worker, events: list[dict[str, Any]]) -> None:

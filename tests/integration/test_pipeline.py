@@ -294,3 +294,20 @@ def test_health_metrics_and_json_errors(module_worker: Worker) -> None:
     assert any(name.startswith("faust_") for name in samples), "Faust's own sensor is exported"
     status, body = call("GET", module_worker.url + "/no/such/route")
     assert status == 404 and body["error"] == "not_found"
+
+
+def test_a_busy_campaign_is_counted_exactly_while_windows_are_swept(module_worker: Worker) -> None:
+    """Enough events on one partition for the expiry sweeps to run many times."""
+    campaign = f"cmp-{uuid.uuid4().hex[:8]}"
+    events = [
+        event("impression", T0 + 30 * MINUTE + i * 50, f"busy-{i}", campaign) for i in range(1500)
+    ]
+    produce(
+        module_worker.bootstrap,
+        f"{module_worker.prefix}.events.raw",
+        [(None, encode(body)) for body in events],
+    )
+    query = f"?from={T0 + 30 * MINUTE}&to={T0 + 32 * MINUTE}"
+    body = wait_for_totals(module_worker, campaign, query, len(events), 0, 0)
+    assert body["totals"]["unique_users"] == pytest.approx(len(events), rel=0.02)
+    assert [w["impressions"] for w in body["windows"]] == [1200, 300]
