@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration clean
+.PHONY: install demo test lint unit integration bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ integration: install
 # The integration tests start their own Kafka broker and stop it at the end.
 test: lint
 	$(BIN)/pytest tests -q -p no:cacheprovider
+
+# Throughput, latency, memory and recovery on a broker of its own; writes bench/RESULTS.md.
+# BENCH_EVENTS (default 1000000), BENCH_PROFILES, ...: see bench/run.py.
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

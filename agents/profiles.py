@@ -1,21 +1,32 @@
 """``build_profiles``: identity stitching, profiles, segments, frequency.
 
-Reads ``profiles.in`` (keyed by the id a command concerns) and hands each
-command with the key's record to :func:`dmp_faust.domain.identity.handle`;
-writes the record back, sends the commands that cross partitions, and
-publishes segment changes. ``count_segment_sizes`` folds those changes into
-sizes keyed by segment.
+Reads ``profiles.in`` batches (items keyed by the id a command concerns) and
+hands each command with the key's record to
+:func:`dmp_faust.domain.identity.handle`. Within a batch record a key's
+record is read once and written once; the commands that cross partitions
+and the segment deltas go out as batches, stamped with this record's
+position; segment changes go to ``segments.changes`` one record each.
+``count_segment_sizes`` folds the deltas into sizes keyed by segment.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from prometheus_client import REGISTRY
 
 from dmp_faust.app import app, segment_rules, settings
+from dmp_faust.batching import Outbox, partition_for
 from dmp_faust.domain import profiles as pf
+from dmp_faust.domain.batches import (
+    CommandItem,
+    DeltaItem,
+    decode_commands,
+    decode_deltas,
+    position,
+)
 from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.identity import (
     Command,
@@ -23,25 +34,18 @@ from dmp_faust.domain.identity import (
     FoldEvent,
     MergeFragment,
     Outcome,
-    decode_command,
-    encode_command,
     erasure_key,
     handle,
 )
 from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
-from dmp_faust.domain.watermarks import (
-    SOURCE_HEADER,
-    Watermarks,
-    decode_source,
-    encode_source,
-    source_id,
-)
+from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
+from dmp_faust.domain.windows import advance_stream_time
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
 from dmp_faust.state import StreamClock, decode_int, encode_int, header
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
-from dmp_faust.web import active_partitions, partition_for
+from dmp_faust.web import active_partitions
 from tables.erasures import erasures
 from tables.profile_counts import profile_counts
 from tables.profiles import profiles
@@ -65,64 +69,105 @@ def _event_time(command: Command) -> int | None:
     return None
 
 
+@dataclass
+class Batch:
+    """The keys one batch record touched: read once, written once."""
+
+    records: dict[str, pf.Profile | None] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    erased: dict[str, Watermarks] = field(default_factory=dict)
+    profiles_delta: int = 0
+
+    def record(self, key: str) -> pf.Profile | None:
+        if key not in self.records:
+            self.records[key] = pf.from_bytes(profiles.get(key))
+        return self.records[key]
+
+    def erased_marks(self, key: str) -> Watermarks | None:
+        if key not in self.erased:
+            marks = erasures.get(erasure_key(settings.app_id, key))
+            if not marks:
+                return None
+            self.erased[key] = Watermarks.read(marks)[0]
+        return self.erased[key]
+
+    def apply(self, key: str, outcome: Outcome) -> None:
+        if outcome.write:
+            self.records[key] = outcome.record
+            self.dirty.add(key)
+        if outcome.erased is not None:
+            self.erased[key] = outcome.erased
+            self.dirty.add(key)
+        self.profiles_delta += outcome.profiles_delta
+
+    def store(self, partition: int) -> None:
+        for key in self.dirty:
+            if key in self.erased:
+                erasures[erasure_key(settings.app_id, key)] = self.erased[key].to_bytes()
+            record = self.records[key]
+            if record is not None:
+                profiles[key] = pf.to_bytes(record)
+            elif key in profiles:
+                del profiles[key]
+        if self.profiles_delta:
+            count = decode_int(profile_counts.get(str(partition))) or 0
+            profile_counts[str(partition)] = encode_int(count + self.profiles_delta)
+
+
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
+    forward, deltas = Outbox(profile_commands), Outbox(segment_deltas)
     async for event in stream.events():
-        message = event.message
-        key = message.key.decode()
-        command = decode_command(event.value)
-        ts = _event_time(command)
-        stream_time = (
-            clock.advance(message.partition, ts)
-            if ts is not None
-            else (clock.get(message.partition) or 0)
-        )
-        here = (source_id(PROFILES_STREAM, message.partition), message.offset)
-        raw_source = header(message.headers, SOURCE_HEADER)
-        source = decode_source(raw_source) if raw_source else here  # an erasure from HTTP
-        marks = erasures.get(erasure_key(settings.app_id, key))
-        erased = Watermarks.read(marks)[0] if marks else None
-        context = Context(source, here, stream_time, FREQUENCY_HORIZON_MS, segments_of, erased)
-        outcome = handle(key, pf.from_bytes(profiles.get(key)), command, context)
-        _store(key, outcome, message.partition)
-        await _publish(key, outcome, stream_time, [(SOURCE_HEADER, encode_source(*here))])
+        partition, offset = event.message.partition, event.message.offset
+        raw_source = header(event.message.headers, SOURCE_HEADER)
+        from_id = decode_source(raw_source)[0] if raw_source else None  # None: from HTTP
+        here_id = source_id(PROFILES_STREAM, partition)
+        stream_time = clock.get(partition) or 0
+        batch = Batch()
+        for index, item in enumerate(decode_commands(event.value)):
+            stream_time = advance_stream_time(stream_time, _event_time(item.command) or 0)
+            here = (here_id, position(offset, index))
+            source = (from_id, item.position) if from_id is not None else here
+            context = Context(
+                source,
+                here,
+                stream_time,
+                FREQUENCY_HORIZON_MS,
+                segments_of,
+                batch.erased_marks(item.key),
+            )
+            outcome = handle(item.key, batch.record(item.key), item.command, context)
+            batch.apply(item.key, outcome)
+            for target, command in outcome.sends:
+                forward.add(target, CommandItem(target, here[1], command))
+            await _segment_changes(item.key, outcome, here[1], stream_time, deltas)
+        batch.store(partition)
+        await forward.send((here_id, offset))
+        await deltas.send((here_id, offset))
+        clock.advance(partition, stream_time)
 
 
-def _store(key: str, outcome: Outcome, partition: int) -> None:
-    if outcome.erased is not None:
-        erasures[erasure_key(settings.app_id, key)] = outcome.erased.to_bytes()
-    if outcome.write:
-        if outcome.record is not None:
-            profiles[key] = pf.to_bytes(outcome.record)
-        elif key in profiles:
-            del profiles[key]
-    if outcome.profiles_delta:
-        count = decode_int(profile_counts.get(str(partition))) or 0
-        profile_counts[str(partition)] = encode_int(count + outcome.profiles_delta)
-
-
-async def _publish(key: str, outcome: Outcome, stream_time: int, headers: list[Any]) -> None:
-    for target, command in outcome.sends:
-        await profile_commands.send(
-            key=target.encode(), value=encode_command(command), headers=headers
-        )
+async def _segment_changes(
+    key: str, outcome: Outcome, here: int, stream_time: int, deltas: Outbox
+) -> None:
     at = format_timestamp(stream_time)
     for action, segments, delta in (("enter", outcome.entered, 1), ("exit", outcome.exited, -1)):
         for segment in segments:
             change = {"profile_id": key, "segment": segment, "action": action, "at": at}
             await segment_changes.send(key=key.encode(), value=msgspec.json.encode(change))
-            await segment_deltas.send(
-                key=segment.encode(), value=str(delta).encode(), headers=headers
-            )
+            deltas.add(segment, DeltaItem(segment, here, delta))
 
 
 @app.agent(segment_deltas)
 async def count_segment_sizes(stream: Any) -> None:
     async for event in stream.events():
-        segment = event.message.key
-        source = decode_source(header(event.message.headers, SOURCE_HEADER))
-        size = GuardedCounter.from_bytes(segment_sizes.get(segment))
-        if size.apply_once(source, int(event.value)):
+        from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
+        sizes: dict[str, GuardedCounter] = {}
+        for item in decode_deltas(event.value):
+            if item.segment not in sizes:
+                sizes[item.segment] = GuardedCounter.from_bytes(segment_sizes.get(item.segment))
+            sizes[item.segment].apply_once((from_id, item.position), item.delta)
+        for segment, size in sizes.items():
             segment_sizes[segment] = size.to_bytes()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,14 +40,16 @@ class BenchConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BenchConfig:
         env = os.environ if env is None else env
 
-        def number(name: str, default: float, minimum: float, kind: type = int) -> float:
+        def number(
+            name: str, default: float, minimum: float, kind: Callable[[str], float] = int
+        ) -> float:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
             try:
                 value = kind(raw)
             except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
             if value < minimum:
                 raise ConfigError(f"{name}={value} must be at least {minimum}")
             return value

@@ -27,6 +27,7 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from bench.measure import Accounting
 from bench.worker import WorkerProcess
 
 POLL_S: Final = 0.05
@@ -45,6 +46,7 @@ class Latency:
     rate: float
     sent: int
     latencies_ms: list[float]
+    during: Accounting  # what /metrics counted while the phase ran (a difference)
 
     @property
     def missing(self) -> int:
@@ -94,6 +96,7 @@ async def measure_latency(
     sent: list[float] = []
     visible: list[float] = []
     finished = asyncio.Event()
+    before = Accounting.from_metrics(await worker.metrics(session))
     watcher = asyncio.create_task(_watch(session, worker, path, sent, visible, finished))
     try:
         await _send_paced(worker.bootstrap, topic, campaign_id, rate, seconds, sent)
@@ -103,8 +106,9 @@ async def measure_latency(
         pass  # events never seen are reported as missing
     finally:
         watcher.cancel()
+    during = Accounting.from_metrics(await worker.metrics(session)).minus(before)
     latencies = [(v - s) * 1000 for s, v in zip(sent, visible, strict=False)]
-    return Latency(campaign_id, rate, len(sent), latencies)
+    return Latency(campaign_id, rate, len(sent), latencies, during)
 
 
 async def _send_paced(

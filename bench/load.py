@@ -14,6 +14,7 @@ retention at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import subprocess
@@ -83,6 +84,10 @@ def bench_events(config: BenchConfig, now_ms: int) -> Iterable[Generated]:
 
 
 async def load_events(bootstrap: str, topic: str, events: Iterable[Generated]) -> LoadResult:
+    # Just after the topic is created, a partition's leader may still be taking over and
+    # refuse the first batches (NotLeaderForPartition); the sender retries them, and a
+    # batch that finally fails still raises below. Its warning for each retry is noise here.
+    logging.getLogger("aiokafka.producer.sender").setLevel(logging.ERROR)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks=1,

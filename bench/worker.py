@@ -117,6 +117,14 @@ class WorkerProcess:
     def stop(self, timeout: float = 60) -> None:
         self._signal(signal.SIGTERM, timeout)
 
+    def crashes(self) -> list[str]:
+        """The log's "agent crashed" lines (Faust restarts a crashed agent after a pause)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if "Crashed reason=" in line]
+
     def tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

@@ -12,9 +12,9 @@ import hmac
 from typing import Any
 
 from aiohttp import ClientError, ClientTimeout, web
-from aiokafka.partitioner import murmur2
 
 from dmp_faust.app import app, settings
+from dmp_faust.batching import partition_for
 from dmp_faust.responses import HttpError
 
 _PROXY_TIMEOUT = ClientTimeout(total=10)
@@ -33,10 +33,6 @@ def require_token(request: Any) -> None:
         token.strip().encode(), expected.encode()
     ):
         raise HttpError(401, "unauthorized", "this route needs Authorization: Bearer <token>")
-
-
-def partition_for(key: str) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
 
 
 def active_partitions(topic: Any) -> set[int]:

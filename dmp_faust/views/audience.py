@@ -16,8 +16,9 @@ from faust.web import View
 
 from dmp_faust.app import app, segment_rules
 from dmp_faust.domain import profiles as pf
+from dmp_faust.domain.batches import CommandItem, encode_batch
 from dmp_faust.domain.counter import GuardedCounter
-from dmp_faust.domain.identity import Erase, encode_command
+from dmp_faust.domain.identity import Erase
 from dmp_faust.domain.segments import definition
 from dmp_faust.responses import HttpError, json_response
 from dmp_faust.settings import DAY_MS
@@ -71,7 +72,9 @@ class Profiles(View):
             return routed
         assert record is not None
         canonical = record.merged_into or profile_id
-        await (await profile_commands.send(key=canonical.encode(), value=encode_command(Erase())))
+        erase = encode_batch([CommandItem(canonical, 0, Erase())])
+        sent = await profile_commands.send(partition=partition_for(canonical), value=erase)
+        await sent
         return json_response({"profile_id": canonical, "status": "erasing"}, 202)
 
 
