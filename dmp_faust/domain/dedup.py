@@ -46,9 +46,5 @@ def classify(seen: Seen | None, offset: int, stream_time: int, horizon_ms: int) 
     return Verdict.REPLAY if offset <= seen.offset else Verdict.DUPLICATE
 
 
-def is_duplicate(first_seen: int | None, stream_time: int, horizon_ms: int) -> bool:
-    return first_seen is not None and not is_forgotten(first_seen, stream_time, horizon_ms)
-
-
 def is_forgotten(first_seen: int, stream_time: int, horizon_ms: int) -> bool:
     return first_seen < stream_time - horizon_ms

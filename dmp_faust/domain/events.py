@@ -173,8 +173,3 @@ def _revenue(value: object) -> float | None:
 
 def encode(event: msgspec.Struct) -> bytes:
     return msgspec.json.encode(event)
-
-
-def decode_event(raw: bytes) -> Event:
-    """Decode an event that this pipeline validated and encoded itself."""
-    return msgspec.json.decode(raw, type=Event)

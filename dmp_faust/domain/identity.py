@@ -69,17 +69,6 @@ class EraseDone(msgspec.Struct, tag="erase_done"):
 
 
 Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Command)
-
-
-def encode_command(command: Command) -> bytes:
-    return _encoder.encode(command)
-
-
-def decode_command(raw: bytes) -> Command:
-    command: Command = _decoder.decode(raw)
-    return command
 
 
 def erasure_key(namespace: str, profile_id: str) -> bytes:

@@ -21,7 +21,6 @@ from dmp_faust.domain.events import (
     UNKNOWN_TYPE,
     Event,
     Rejection,
-    decode_event,
     encode,
     validate_bytes,
     validate_object,
@@ -30,6 +29,10 @@ from dmp_faust.domain.events import (
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 LIMIT = 64 * 1024
 FIVE_MINUTES_MS = 5 * 60_000
+
+
+def decode_valid_event(raw: bytes) -> Event:
+    return msgspec.json.decode(raw, type=Event)
 
 
 def event(**changes: Any) -> dict[str, Any]:
@@ -446,7 +449,7 @@ def test_encode_decode_round_trip() -> None:
         event(type="conversion", revenue=3, properties={"k": [1, "2"]}), NOW_MS
     )
     assert isinstance(result, Event)
-    assert decode_event(encode(result)) == result
+    assert decode_valid_event(encode(result)) == result
     assert b"null" not in encode(result), "absent fields are omitted, not null"
 
 
@@ -506,7 +509,7 @@ def _check(result: object) -> None:
     if isinstance(result, Rejection):
         assert result.reason in REASONS
     else:
-        assert decode_event(encode(result)) == result
+        assert decode_valid_event(encode(result)) == result
 
 
 def test_never_raises_on_random_bytes() -> None:

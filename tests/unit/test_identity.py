@@ -38,8 +38,6 @@ from dmp_faust.domain.identity import (
     FoldEvent,
     MergeFragment,
     Outcome,
-    decode_command,
-    encode_command,
     erasure_key,
     handle,
     record_state,
@@ -56,6 +54,18 @@ VALID = source_id(0, 2)  # events.valid partition 2, as stage 2 stamps it
 FROM_P1 = source_id(1, 1)  # profiles.in partition 1, as this agent stamps its sends
 FROM_P2 = source_id(1, 2)  # profiles.in partition 2, for a key a test keeps apart from a1's
 LATER = (FROM_P1, 99)  # where a command is handled, when the test does not look at it
+
+
+_commands = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(command: Command) -> bytes:
+    return msgspec.msgpack.encode(command)
+
+
+def decode_command(raw: bytes) -> Command:
+    decoded: Command = _commands.decode(raw)
+    return decoded
 
 
 def segments_of(profile: Profile) -> frozenset[str]:

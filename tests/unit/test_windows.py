@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dmp_faust.domain.dedup import is_duplicate, is_forgotten
+from dmp_faust.domain.dedup import Seen, Verdict, classify, is_forgotten
 from dmp_faust.domain.sketch import UniqueCounter
 from dmp_faust.domain.windows import (
     WindowRow,
@@ -347,12 +347,15 @@ def test_parse_window_key_round_trip(campaign_id: str, start: int) -> None:
     ],
 )
 def test_dedup_horizon(first_seen: int, duplicate: bool, forgotten: bool) -> None:
-    assert is_duplicate(first_seen, T, DAY) is duplicate
+    verdict = classify(Seen(first_seen, offset=5), 6, T, DAY)  # a later record
+    assert (verdict is Verdict.DUPLICATE) is duplicate
     assert is_forgotten(first_seen, T, DAY) is forgotten
 
 
-def test_never_seen_is_not_a_duplicate() -> None:
-    assert is_duplicate(None, T, DAY) is False
+def test_never_seen_is_new_and_the_same_record_read_again_is_a_replay() -> None:
+    assert classify(None, 6, T, DAY) is Verdict.NEW
+    assert classify(Seen(T, offset=6), 6, T, DAY) is Verdict.REPLAY
+    assert classify(Seen(T, offset=6), 4, T, DAY) is Verdict.REPLAY
 
 
 def test_dedup_and_retention_share_the_boundary() -> None:
