@@ -29,11 +29,9 @@ from dmp_faust.domain.batches import (
 )
 from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.identity import (
-    Command,
     Context,
-    FoldEvent,
-    MergeFragment,
     Outcome,
+    command_time,
     erasure_key,
     handle,
 )
@@ -59,14 +57,6 @@ clock = StreamClock(stream_times, "profiles")
 
 def segments_of(profile: pf.Profile) -> frozenset[str]:
     return evaluate(segment_rules, pf.facts(profile))
-
-
-def _event_time(command: Command) -> int | None:
-    if isinstance(command, FoldEvent):
-        return command.event.ts
-    if isinstance(command, MergeFragment):
-        return command.fragment.last_seen
-    return None
 
 
 @dataclass
@@ -125,7 +115,7 @@ async def build_profiles(stream: Any) -> None:
         stream_time = clock.get(partition) or 0
         batch = Batch()
         for index, item in enumerate(decode_commands(event.value)):
-            stream_time = advance_stream_time(stream_time, _event_time(item.command) or 0)
+            stream_time = advance_stream_time(stream_time, command_time(item.command) or 0)
             here = (here_id, position(offset, index))
             source = (from_id, item.position) if from_id is not None else here
             context = Context(

@@ -71,6 +71,15 @@ class EraseDone(msgspec.Struct, tag="erase_done"):
 Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone
 
 
+def command_time(command: Command) -> int | None:
+    """The event time a command carries (what advances its partition's stream time)."""
+    if isinstance(command, FoldEvent):
+        return command.event.ts
+    if isinstance(command, MergeFragment):
+        return command.fragment.last_seen
+    return None
+
+
 def erasure_key(namespace: str, profile_id: str) -> bytes:
     """Where an erased id's marks are kept: a hash, so the id itself is not."""
     return hashlib.sha256(f"{namespace}\x1f{profile_id}".encode()).digest()

@@ -38,6 +38,7 @@ from dmp_faust.domain.identity import (
     FoldEvent,
     MergeFragment,
     Outcome,
+    command_time,
     erasure_key,
     handle,
     record_state,
@@ -940,15 +941,6 @@ class Delivery:
     offset: int
 
 
-def event_time(command: Command) -> int | None:
-    """The time the agent advances its partition's stream time with (``_event_time``)."""
-    if isinstance(command, FoldEvent):
-        return command.event.ts
-    if isinstance(command, MergeFragment):
-        return command.fragment.last_seen
-    return None
-
-
 @dataclass
 class Simulator:
     events: Sequence[ProfileEvent]
@@ -1027,7 +1019,7 @@ class Simulator:
         """What ``build_profiles`` does with one record of profiles.in."""
         command = decode_command(message.raw)
         clock = self.clocks.get(message.partition)
-        ts = event_time(command)
+        ts = command_time(command)
         if ts is not None:
             clock = ts if clock is None else max(clock, ts)
             self.clocks[message.partition] = clock
