@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration bench clean
+.PHONY: install demo test lint unit integration bench chaos clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ test: lint
 # BENCH_EVENTS (default 1000000), BENCH_PROFILES, ...: see bench/run.py.
 bench: install
 	$(BIN)/python -m bench.run
+
+# Kills, a lost worker and a broker restart under load; compares every table with an
+# independent count. CHAOS_EVENTS (default 200000), DMP_PROCESSING_GUARANTEE: see tests/chaos.
+chaos: install
+	$(BIN)/python -m tests.chaos
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
