@@ -22,6 +22,8 @@ segment_rules = load_rules(settings.segments_file)  # RuleError: the worker refu
 app = faust.App(
     settings.app_id,
     broker=settings.broker_url,
+    broker_credentials=settings.faust_credentials(),  # DMP_KAFKA_SECURITY_PROTOCOL & co.
+    logging_config=settings.logging_config(),  # no record bytes or SASL secrets in the log
     store="rocksdb://",
     datadir=str(settings.data_dir),
     web_host=settings.web_host,

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from dmp_faust import kafka_local
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
     rate = os.environ.get("DMP_DEMO_RATE", "200")
     print(f"demo: starting Kafka on port {port} (data in {kafka_dir}) ...", flush=True)
     broker = kafka_local.start(port, kafka_dir)
-    env = {**os.environ, "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}
+    env = {**_plaintext(os.environ), "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}
     children: list[subprocess.Popen[bytes]] = []
     try:
         worker = _spawn(["worker"], env, settings.data_dir / "demo-worker.log")
@@ -50,6 +51,12 @@ def main(argv: list[str]) -> int:
         kafka_local.stop(kafka_dir)
         print("demo: stopped.")
     return 0
+
+
+def _plaintext(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the Kafka security settings: the demo's local broker is PLAINTEXT."""
+    prefixes = ("DMP_KAFKA_SECURITY_", "DMP_KAFKA_SASL_", "DMP_KAFKA_SSL_")
+    return {name: value for name, value in env.items() if not name.startswith(prefixes)}
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:

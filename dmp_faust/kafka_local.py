@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,7 @@ MAIN_CLASS = "kafka.Kafka"
 STAMP_NAME = "fetched.stamp"
 PID_NAME = "kafka.pid"
 LOG_NAME = "kafka.log"
+SECURITY_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")  # extra listeners, besides PLAINTEXT
 
 POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -177,15 +178,36 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("DMP_DATA_DIR") or "./var") / "kafka"
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+def server_properties(
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    listeners: Mapping[str, int] | None = None,
+    properties: Mapping[str, str] | None = None,
+) -> str:
+    """``server.properties`` of a one-node broker with a PLAINTEXT listener on ``port``.
+
+    ``listeners`` adds listeners named after their security protocol
+    (``{"SASL_PLAINTEXT": 9094, "SSL": 9095}``); ``properties`` adds or
+    overrides settings (a listener's JAAS config, key stores, ...). The
+    PLAINTEXT listener stays: brokers talk to each other over it, and
+    ``start`` probes it for readiness.
+    """
+    extra = dict(listeners or {})
+    unknown = sorted(set(extra) - set(SECURITY_PROTOCOLS))
+    if unknown:
+        raise KafkaLocalError(f"listener names must be one of {SECURITY_PROTOCOLS}: {unknown}")
+    served = [f"PLAINTEXT://{HOST}:{port}", *(f"{n}://{HOST}:{p}" for n, p in extra.items())]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT", *(f"{n}:{n}" for n in extra)]
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": ",".join([*served, f"CONTROLLER://{HOST}:{controller_port}"]),
+        "advertised.listeners": ",".join(served),
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
         "log.dirs": str(data_dir / "logs"),
         "num.partitions": "1",
         "auto.create.topics.enable": "true",
@@ -198,6 +220,7 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "num.network.threads": "2",
         "num.io.threads": "4",
+        **(properties or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -209,7 +232,9 @@ def _configured_port(data_dir: Path) -> int | None:
         return None
     for line in text.splitlines():
         if line.startswith("advertised.listeners="):
-            return int(line.rsplit(":", 1)[1])
+            for listener in line.partition("=")[2].split(","):
+                if listener.startswith("PLAINTEXT://"):
+                    return int(listener.rsplit(":", 1)[1])
     return None
 
 
@@ -327,13 +352,21 @@ def status(data_dir: Path) -> BrokerInfo | None:
 
 
 def start(
-    port: int, data_dir: Path, controller_port: int | None = None, timeout: float = 90
+    port: int,
+    data_dir: Path,
+    controller_port: int | None = None,
+    timeout: float = 90,
+    *,
+    listeners: Mapping[str, int] | None = None,
+    properties: Mapping[str, str] | None = None,
 ) -> BrokerInfo:
     """Start a broker on ``port`` keeping its state in ``data_dir``; return once it is ready.
 
     Idempotent: a broker already running from ``data_dir`` on ``port`` is waited for
     (it may still be starting) and returned. Raises ``KafkaLocalError`` on failure,
     after killing a broker that did not become ready within ``timeout`` seconds.
+    ``listeners`` and ``properties`` add listeners and settings (see
+    :func:`server_properties`); without them the broker is PLAINTEXT only.
     """
     data_dir = Path(data_dir).resolve()
     controller_port = port + 1 if controller_port is None else controller_port
@@ -342,11 +375,12 @@ def start(
         if running.port != port:
             raise KafkaLocalError(f"a broker from {data_dir} already runs on port {running.port}")
         return _wait_ready(running, timeout, log_offset=0)
-    for taken in (port, controller_port):
+    for taken in (port, controller_port, *(listeners or {}).values()):
         if _port_open(taken):
             raise KafkaLocalError(f"port {taken} on {HOST} is already in use by another process")
     libs = ensure_jars()
-    _prepare(data_dir, libs, port, controller_port)
+    config = server_properties(port, controller_port, data_dir, listeners, properties)
+    _prepare(data_dir, libs, config)
     log_offset = _log_size(data_dir)
     pid = _launch(data_dir, libs)
     return _wait_ready(BrokerInfo(pid=pid, port=port, data_dir=data_dir), timeout, log_offset)
@@ -368,10 +402,10 @@ def stop(data_dir: Path, timeout: float = 30) -> bool:
     return running is not None
 
 
-def _prepare(data_dir: Path, libs: Path, port: int, controller_port: int) -> None:
+def _prepare(data_dir: Path, libs: Path, config: str) -> None:
     """Write the configuration files and format the storage the first time."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "server.properties").write_text(server_properties(port, controller_port, data_dir))
+    (data_dir / "server.properties").write_text(config)
     (data_dir / "log4j.properties").write_text(LOG4J)
     if (data_dir / "logs" / "meta.properties").exists():
         return

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from dmp_faust.settings import Settings
 
 
 class ProvisionError(RuntimeError):
@@ -47,14 +52,63 @@ def app_topic_specs(app: object, partitions: int) -> list[TopicSpec]:
     return specs
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 60) -> None:
-    """Blocking: create what is missing and wait for it (own thread, own event loop)."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _ensure(bootstrap, specs, timeout)).result()
+def ensure_topics(
+    bootstrap: str,
+    specs: list[TopicSpec],
+    timeout: float = 60,
+    auth: Mapping[str, Any] | None = None,
+) -> None:
+    """Blocking: create what is missing and wait for it (own thread, own event loop).
+
+    ``auth`` is the client's security (``Settings.kafka_auth()``; by default
+    read from the environment, as the worker's app does). A broker that
+    cannot be reached or refuses the credentials raises ``ProvisionError``.
+    """
+    auth = Settings.from_env().kafka_auth() if auth is None else auth
+    with ThreadPoolExecutor(1) as pool, _ConnectErrors() as reasons:
+        try:
+            pool.submit(asyncio.run, _ensure(bootstrap, specs, timeout, auth)).result()
+        except KafkaError as exc:
+            raise ProvisionError(
+                f"cannot connect to Kafka at {bootstrap} over {auth['security_protocol']}"
+                + _identity(auth)
+                + f": {'; '.join(dict.fromkeys(reasons)) or exc}. Check DMP_KAFKA_BOOTSTRAP "
+                "and the DMP_KAFKA_SECURITY_PROTOCOL, DMP_KAFKA_SASL_* and DMP_KAFKA_SSL_* "
+                "settings (docs/SECURITY.md)."
+            ) from None
 
 
-async def _ensure(bootstrap: str, specs: list[TopicSpec], timeout: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+class _ConnectErrors(logging.Handler):
+    """Collects why aiokafka could not connect (say, ``SaslAuthenticationFailed``): it
+    logs the reason and raises only "Unable to bootstrap"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+        self._logger = logging.getLogger("aiokafka")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reasons.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        self._logger.addHandler(self)
+        return self.reasons
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+
+
+def _identity(auth: Mapping[str, Any]) -> str:
+    """Who we tried to be, for an error message: never the password."""
+    if "sasl_mechanism" not in auth:
+        return ""
+    return f" (SASL {auth['sasl_mechanism']} as user {auth.get('sasl_plain_username')!r})"
+
+
+async def _ensure(
+    bootstrap: str, specs: list[TopicSpec], timeout: float, auth: Mapping[str, Any]
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

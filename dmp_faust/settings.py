@@ -8,15 +8,22 @@ the README.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
 GUARANTEES = ("at_least_once", "exactly_once")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class SettingsError(ValueError):
@@ -31,11 +38,21 @@ class Settings:
     web_host: str = "localhost"
     web_port: int = 6066
     data_dir: Path = Path("./var")
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)
     processing_guarantee: str = "at_least_once"
     segments_file: Path | None = None
     log_level: str = "info"
     session_timeout_s: int = 10
+    # How every Kafka connection authenticates (worker, provisioning, generator); see
+    # docs/SECURITY.md. Secrets stay out of repr, so out of any log of the settings.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: str | None = field(default=None, repr=False)
     # Limits and horizons; not in the contract's table, documented in the README.
     max_event_bytes: int = 64 * 1024
     max_batch_events: int = 500
@@ -72,6 +89,7 @@ class Settings:
             )
         segments = env.get("DMP_SEGMENTS_FILE", "").strip()
         return cls(
+            **_kafka_security(env),
             kafka_bootstrap=text("DMP_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             topic_prefix=text("DMP_TOPIC_PREFIX", cls.topic_prefix),
             partitions=number("DMP_PARTITIONS", cls.partitions),
@@ -100,3 +118,137 @@ class Settings:
     @property
     def broker_url(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap.split(","))
+
+    def logging_config(self) -> dict[str, Any]:
+        """Faust's ``logging_config``: its own, plus the filter that keeps record bytes
+        and SASL secrets out of the debug log (:mod:`dmp_faust.redaction`)."""
+        from dmp_faust.redaction import logging_config
+
+        return logging_config()
+
+    def kafka_auth(self) -> dict[str, Any]:
+        """Security arguments of every aiokafka client (producer, consumer, admin).
+
+        The one source of the connection's security: the Faust app's
+        credentials (:meth:`faust_credentials`) are built from it, and the
+        provisioning admin client and the generator pass it as is.
+        """
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {"security_protocol": "PLAINTEXT"}
+        auth: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            auth["ssl_context"] = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            auth.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        return auth
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """``broker_credentials`` of the Faust app (None: PLAINTEXT). Faust hands them to
+        its consumer, producer and topic creation as :meth:`kafka_auth`'s arguments."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        auth = self.kafka_auth()
+        if auth["security_protocol"] == "SSL":
+            return SSLCredentials(auth["ssl_context"])
+        if auth["security_protocol"].startswith("SASL_"):
+            return SASLCredentials(
+                username=auth["sasl_plain_username"],
+                password=auth["sasl_plain_password"],
+                ssl_context=auth.get("ssl_context"),
+                mechanism=auth["sasl_mechanism"],
+            )
+        return None
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """TLS context verifying the broker (system CAs unless ``DMP_KAFKA_SSL_CAFILE``)
+        and presenting a client certificate when one is configured."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        try:
+            if self.kafka_ssl_cafile is not None:
+                context.load_verify_locations(cafile=str(self.kafka_ssl_cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"DMP_KAFKA_SSL_CAFILE={self.kafka_ssl_cafile}: {exc}") from None
+        try:
+            if self.kafka_ssl_certfile is not None:
+                context.load_cert_chain(
+                    str(self.kafka_ssl_certfile),
+                    str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                    self.kafka_ssl_key_password,
+                )
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"DMP_KAFKA_SSL_CERTFILE={self.kafka_ssl_certfile} / DMP_KAFKA_SSL_KEYFILE="
+                f"{self.kafka_ssl_keyfile}: {exc}"
+            ) from None
+        return context
+
+
+def _kafka_security(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``kafka_*`` security fields, refusing combinations that cannot be meant.
+
+    Credentials or key files next to a protocol that does not use them are an
+    error rather than ignored: the connection would silently go without them.
+    """
+
+    def text(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    protocol = (text("DMP_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"DMP_KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of "
+            + ", ".join(SECURITY_PROTOCOLS)
+        )
+    mechanism = (text("DMP_KAFKA_SASL_MECHANISM") or "PLAIN").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise SettingsError(
+            f"DMP_KAFKA_SASL_MECHANISM={mechanism!r}: expected one of " + ", ".join(SASL_MECHANISMS)
+        )
+    # The password is taken as given (no strip): spaces may be part of it.
+    password = env.get("DMP_KAFKA_SASL_PASSWORD") or None
+    found = {
+        "kafka_sasl_username": text("DMP_KAFKA_SASL_USERNAME"),
+        "kafka_sasl_password": password,
+        "kafka_ssl_cafile": text("DMP_KAFKA_SSL_CAFILE"),
+        "kafka_ssl_certfile": text("DMP_KAFKA_SSL_CERTFILE"),
+        "kafka_ssl_keyfile": text("DMP_KAFKA_SSL_KEYFILE"),
+        "kafka_ssl_key_password": env.get("DMP_KAFKA_SSL_KEY_PASSWORD") or None,
+    }
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    unused = [
+        f"DMP_{name.upper()}"
+        for name, value in found.items()
+        if value is not None and not (sasl if "sasl" in name else tls)
+    ]
+    if text("DMP_KAFKA_SASL_MECHANISM") and not sasl:
+        unused.insert(0, "DMP_KAFKA_SASL_MECHANISM")
+    if unused:
+        raise SettingsError(
+            f"{', '.join(unused)} set, but DMP_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+            + ("SASL" if any("SASL" in name for name in unused) else "TLS")
+            + " (SASL needs SASL_PLAINTEXT or SASL_SSL; TLS files need SSL or SASL_SSL)"
+        )
+    if sasl and not (found["kafka_sasl_username"] and password):
+        raise SettingsError(
+            f"DMP_KAFKA_SECURITY_PROTOCOL={protocol} needs DMP_KAFKA_SASL_USERNAME and "
+            "DMP_KAFKA_SASL_PASSWORD"
+        )
+    if (found["kafka_ssl_keyfile"] or found["kafka_ssl_key_password"]) and not found[
+        "kafka_ssl_certfile"
+    ]:
+        raise SettingsError(
+            "DMP_KAFKA_SSL_KEYFILE and DMP_KAFKA_SSL_KEY_PASSWORD need DMP_KAFKA_SSL_CERTFILE "
+            "(the client certificate they belong to)"
+        )
+    paths = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    return {
+        "kafka_security_protocol": protocol,
+        "kafka_sasl_mechanism": mechanism,
+        **{
+            name: Path(value) if name in paths and value else value for name, value in found.items()
+        },
+    }

@@ -13,11 +13,15 @@ import sys
 def run_worker(argv: list[str]) -> int:
     _use_uvloop()
     from dmp_faust.domain.segments import RuleError
+    from dmp_faust.settings import SettingsError
 
     try:
         from dmp_faust.app import app, settings
     except RuleError as exc:
         print(f"dmp-faust worker: segment rules refused: {exc}", file=sys.stderr)
+        return 1
+    except SettingsError as exc:
+        print(f"dmp-faust worker: {exc}", file=sys.stderr)
         return 1
     from dmp_faust.provision import ProvisionError, app_topic_specs, ensure_topics
 

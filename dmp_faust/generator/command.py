@@ -138,6 +138,7 @@ async def _run(options: Options) -> int:
         max_batch_size=256 * 1024,
         client_id="dmp-faust-generate",
         partitioner=_partition,
+        **options.kafka_auth,
     )
     stop_timeout_s = FLUSH_TIMEOUT_S
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dmp_faust.domain.timefmt import parse_timestamp
@@ -26,6 +26,8 @@ class Options:
     start_ms: int | None
     wait_topic_s: float
     quiet: bool
+    # aiokafka's security arguments (Settings.kafka_auth); out of repr: may hold a password.
+    kafka_auth: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def parse_args(argv: list[str], settings: Settings) -> Options:
@@ -46,6 +48,7 @@ def parse_args(argv: list[str], settings: Settings) -> Options:
         start_ms=args.start_ms,
         wait_topic_s=args.wait_topic,
         quiet=args.quiet,
+        kafka_auth=settings.kafka_auth(),
     )
 
 

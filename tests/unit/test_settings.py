@@ -167,3 +167,163 @@ def test_blank_api_token_leaves_the_views_open(value: str) -> None:
     """Like every other variable, a blank token means unset: no client could send a
     whitespace-only bearer token (HTTP trims header values), so every view would 401."""
     assert Settings.from_env({"DMP_API_TOKEN": value}).api_token is None
+
+
+# --- Kafka security (docs/SECURITY.md) ---------------------------------------
+
+SASL = {"DMP_KAFKA_SASL_USERNAME": "dmp", "DMP_KAFKA_SASL_PASSWORD": "s3cret pw"}
+
+
+def test_kafka_security_defaults_to_plaintext() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.kafka_auth() == {"security_protocol": "PLAINTEXT"}
+    assert settings.faust_credentials() is None
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "scram-sha-512"])
+def test_sasl_settings_reach_aiokafka_and_faust_alike(mechanism: str) -> None:
+    from faust.auth import SASLCredentials
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    env = {"DMP_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext", "DMP_KAFKA_SASL_MECHANISM": mechanism}
+    settings = Settings.from_env(env | SASL)
+    auth = settings.kafka_auth()
+    assert auth == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism.upper(),
+        "sasl_plain_username": "dmp",
+        "sasl_plain_password": "s3cret pw",  # as given: not stripped
+    }
+    credentials = settings.faust_credentials()
+    assert isinstance(credentials, SASLCredentials)
+    assert credentials_to_aiokafka_auth(credentials) == {**auth, "ssl_context": None}
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_tls_settings_build_a_verifying_context(protocol: str) -> None:
+    import ssl
+
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    env = {"DMP_KAFKA_SECURITY_PROTOCOL": protocol}
+    settings = Settings.from_env(env | (SASL if protocol == "SASL_SSL" else {}))
+    auth = settings.kafka_auth()
+    context = auth["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert auth["security_protocol"] == protocol
+    from_faust = credentials_to_aiokafka_auth(settings.faust_credentials())
+    assert {k: v for k, v in from_faust.items() if v is not None and k != "ssl_context"} == {
+        k: v for k, v in auth.items() if k != "ssl_context"
+    }
+    assert isinstance(from_faust["ssl_context"], ssl.SSLContext)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        pytest.param(
+            {"DMP_KAFKA_SECURITY_PROTOCOL": "TLS"}, "DMP_KAFKA_SECURITY_PROTOCOL", id="tls"
+        ),
+        pytest.param(
+            {"DMP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "DMP_KAFKA_SASL_USERNAME": "dmp"},
+            "DMP_KAFKA_SASL_PASSWORD",
+            id="sasl-without-password",
+        ),
+        pytest.param(
+            {"DMP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "DMP_KAFKA_SASL_PASSWORD": "x"},
+            "DMP_KAFKA_SASL_USERNAME",
+            id="sasl-without-username",
+        ),
+        pytest.param(
+            {
+                "DMP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "DMP_KAFKA_SASL_MECHANISM": "GSSAPI",
+                **SASL,
+            },
+            "DMP_KAFKA_SASL_MECHANISM",
+            id="mechanism-unsupported",
+        ),
+        pytest.param(SASL, "DMP_KAFKA_SASL_USERNAME", id="credentials-on-plaintext"),
+        pytest.param(
+            {"DMP_KAFKA_SASL_MECHANISM": "PLAIN"}, "DMP_KAFKA_SASL_MECHANISM", id="mechanism-only"
+        ),
+        pytest.param(
+            {
+                "DMP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "DMP_KAFKA_SSL_CAFILE": "/ca",
+                **SASL,
+            },
+            "DMP_KAFKA_SSL_CAFILE",
+            id="tls-file-without-tls",
+        ),
+        pytest.param(
+            {"DMP_KAFKA_SECURITY_PROTOCOL": "SSL", "DMP_KAFKA_SSL_KEYFILE": "/k.pem"},
+            "DMP_KAFKA_SSL_CERTFILE",
+            id="key-without-certificate",
+        ),
+    ],
+)
+def test_bad_kafka_security_combinations_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert named in str(raised.value)
+
+
+def test_unreadable_tls_files_name_their_variable(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for path in (tmp_path / "missing.pem", not_pem):
+        env = {"DMP_KAFKA_SECURITY_PROTOCOL": "SSL", "DMP_KAFKA_SSL_CAFILE": str(path)}
+        with pytest.raises(SettingsError, match="DMP_KAFKA_SSL_CAFILE"):
+            Settings.from_env(env).kafka_auth()
+    env = {"DMP_KAFKA_SECURITY_PROTOCOL": "SSL", "DMP_KAFKA_SSL_CERTFILE": str(not_pem)}
+    with pytest.raises(SettingsError, match="DMP_KAFKA_SSL_CERTFILE"):
+        Settings.from_env(env).kafka_auth()
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    env = {
+        "DMP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "DMP_KAFKA_SSL_CERTFILE": "/c.pem",
+        "DMP_KAFKA_SSL_KEY_PASSWORD": "key-pw-42",
+        "DMP_API_TOKEN": "token-42",
+        **SASL,
+    }
+    settings = Settings.from_env(env)
+    assert settings.kafka_sasl_password == "s3cret pw"
+    assert settings.kafka_ssl_key_password == "key-pw-42"
+    text = repr(settings)
+    assert "kafka_sasl_username='dmp'" in text
+    assert not [secret for secret in ("s3cret", "key-pw-42", "token-42") if secret in text]
+
+
+def test_connection_errors_name_the_user_never_the_password() -> None:
+    from dmp_faust.provision import _identity
+
+    auth = Settings.from_env({"DMP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **SASL}).kafka_auth()
+    assert _identity(auth) == " (SASL PLAIN as user 'dmp')"
+    assert _identity({"security_protocol": "SSL"}) == ""
+
+
+def test_debug_log_lines_lose_record_bytes_and_sasl_messages() -> None:
+    import logging
+    import logging.config
+
+    from aiokafka.protocol.admin import SaslAuthenticateRequest_v1
+
+    from dmp_faust.redaction import REDACTED_LOGGERS, RedactFilter
+
+    record = logging.LogRecord(
+        "aiokafka.producer.producer", logging.DEBUG, __file__, 1,
+        "Sending (key=%s value=%s) to %s", (b"k-1", b'{"ip": "198.51.100.7"}', "tp"), None,
+    )  # fmt: skip
+    assert RedactFilter().filter(record) is True
+    assert record.getMessage() == "Sending (key=<3 bytes> value=<22 bytes>) to tp"
+    sasl = SaslAuthenticateRequest_v1(b"\0dmp\0s3cret pw")
+    record = logging.LogRecord("aiokafka.conn", logging.DEBUG, __file__, 1, "%s", (sasl,), None)
+    RedactFilter().filter(record)
+    assert "s3cret" not in record.getMessage() and "redacted" in record.getMessage()
+    config = Settings.from_env({}).logging_config()
+    assert set(config["loggers"]) == set(REDACTED_LOGGERS) and config["merge"] is True

@@ -1,0 +1,282 @@
+"""Kafka security end to end: a broker with SASL and TLS listeners, and clients of every kind.
+
+The module starts its own broker (the project's ``kafka_local``) with a
+PLAINTEXT listener, which only the broker itself uses, and three more:
+SASL_PLAINTEXT and SASL_SSL (mechanism PLAIN) and SSL, with a certificate
+for 127.0.0.1 signed by a throw-away CA made with ``openssl``. A client is
+only ever given one of the secured listeners, and the broker answers its
+metadata with that listener's address, so every connection the client
+opens (bootstrap, partition leaders, group coordinator) goes through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from dmp_faust import kafka_local
+from dmp_faust.provision import ProvisionError, TopicSpec, ensure_topics
+from dmp_faust.settings import Settings
+from tests.integration.events import T0, encode, event
+from tests.integration.support import PROJECT, Worker, call, free_port, metrics, wait_until
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "dmp-worker", "pw-7Hq2-sasl-secret"
+WRONG_PASSWORD = "pw-wrong-9Zx"
+TLS_LISTENERS = ("SSL", "SASL_SSL")
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    ports: dict[str, int]
+    ca_file: Path
+
+    def env(self, listener: str, password: str = PASSWORD) -> dict[str, str]:
+        """The ``DMP_KAFKA_*`` variables of a client of ``listener`` only."""
+        env = {
+            "DMP_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports[listener]}",
+            "DMP_KAFKA_SECURITY_PROTOCOL": listener,
+        }
+        if listener.startswith("SASL_"):
+            env |= {"DMP_KAFKA_SASL_USERNAME": USER, "DMP_KAFKA_SASL_PASSWORD": password}
+        if listener in TLS_LISTENERS:
+            env["DMP_KAFKA_SSL_CAFILE"] = str(self.ca_file)
+        if listener == "SSL":  # the SSL listener also wants a client certificate (mTLS)
+            env["DMP_KAFKA_SSL_CERTFILE"] = str(self.ca_file.with_name("client.pem"))
+            env["DMP_KAFKA_SSL_KEYFILE"] = str(self.ca_file.with_name("client.key"))
+        return env
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path]:
+    """A throw-away CA, and the broker's PEM key store (key + certificate for 127.0.0.1)."""
+    folder.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    key = ("-newkey", "rsa:2048", "-nodes", "-days", "2")
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test CA")
+    openssl("req", *key[:3], "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=broker")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "broker.pem",
+    )  # fmt: skip
+    store = folder / "keystore.pem"
+    store.write_text((folder / "broker.key").read_text() + (folder / "broker.pem").read_text())
+    openssl("req", *key[:3], "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=dmp")
+    openssl(
+        "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "client.pem",
+    )  # fmt: skip
+    return folder / "ca.pem", store
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the TLS listener's certificate")
+    root = tmp_path_factory.mktemp("secure-kafka")
+    ca_file, key_store = _tls_files(root / "tls")
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{USER}" password="{PASSWORD}" user_{USER}="{PASSWORD}";'
+    )
+    listeners = {name: free_port() for name in ("SASL_PLAINTEXT", "SSL", "SASL_SSL")}
+    properties = {
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(key_store),
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(ca_file),
+    }
+    data_dir = root / "kafka"
+    kafka_local.start(
+        free_port(),
+        data_dir,
+        controller_port=free_port(),
+        listeners=listeners,
+        properties=properties,
+    )
+    try:
+        yield SecureBroker(listeners, ca_file)
+    finally:
+        kafka_local.stop(data_dir)
+
+
+# --- clients with the settings' security ---------------------------------------
+
+
+def _round_trip(env: dict[str, str], topic: str, values: list[bytes]) -> list[bytes]:
+    """Produce ``values`` to ``topic`` and read them back, both with ``env``'s security."""
+    settings = Settings.from_env(env)
+
+    async def run() -> list[bytes]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_auth()
+        )
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(topic, value)
+        finally:
+            await producer.stop()
+        return [record.value for record in await _read(settings, topic, len(values))]
+
+    return asyncio.run(run())
+
+
+async def _read(settings: Settings, topic: str, count: int, timeout: float = 60) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **settings.kafka_auth(),
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count:
+            assert time.monotonic() < deadline, f"{len(records)} of {count} records read"
+            for part in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _produce(env: dict[str, str], topic: str, values: list[bytes]) -> None:
+    settings = Settings.from_env(env)
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_auth()
+        )
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send(topic, value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+# --- the tests -------------------------------------------------------------------
+
+
+def test_worker_runs_end_to_end_over_sasl_only(secure_kafka: SecureBroker, tmp_path: Path) -> None:
+    """Provisioning, Faust's consumer, producer and changelogs, /collect: all over SASL."""
+    env = {**secure_kafka.env("SASL_PLAINTEXT"), "DMP_LOG_LEVEL": "debug"}
+    prefix = f"sec{uuid.uuid4().hex[:6]}"
+    worker = Worker(env["DMP_KAFKA_BOOTSTRAP"], prefix, tmp_path / "worker", env=env)
+    try:
+        worker.start()
+        kafka_events = [event("impression", T0 + i, f"anon-{i}", "cmp-sasl") for i in range(5)]
+        _produce(env, f"{prefix}.events.raw", [encode(body) for body in kafka_events])
+        http_event = event("click", T0 + 10, "anon-1", "cmp-sasl")
+        status, body = call(
+            "POST",
+            worker.url + "/collect",
+            encode(http_event),
+            {"Content-Type": "application/json"},
+        )
+        assert (status, body) == (202, {"accepted": 1, "errors": []})
+
+        def totals() -> Any:
+            status, body = call("GET", f"{worker.url}/campaigns/cmp-sasl/stats?from={T0}")
+            assert status == 200, body
+            counts = body["totals"]["impressions"], body["totals"]["clicks"]
+            return body["totals"] if counts == (5, 1) else None
+
+        done = wait_until(totals, 90, "the events to reach the campaign statistics")
+        assert done["unique_users"] == 5
+        assert metrics(worker.url)["dmp_events_accepted_total"] == 6
+
+        def profile() -> Any:
+            status, body = call("GET", worker.url + "/profiles/anon-1")
+            return body if status == 200 and body["counts"].get("click") else None
+
+        assert wait_until(profile, 60, "the profile")["counts"] == {"impression": 1, "click": 1}
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert PASSWORD not in log
+    assert not worker.crashes()
+
+
+def test_wrong_password_stops_the_worker_with_a_clear_error(
+    secure_kafka: SecureBroker, tmp_path: Path
+) -> None:
+    env = {**secure_kafka.env("SASL_PLAINTEXT", WRONG_PASSWORD), "DMP_TOPIC_PREFIX": "wrongpw"}
+    env |= {"DMP_DATA_DIR": str(tmp_path), "DMP_WEB_PORT": str(free_port())}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp_faust.cli", "worker"],
+        cwd=PROJECT,
+        env={**_inherited(), **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    took = time.monotonic() - began
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dmp-faust worker: cannot connect to Kafka"), done.stderr
+    assert "SASL PLAIN as user 'dmp-worker'" in last
+    assert "Authentication failed" in last
+    assert WRONG_PASSWORD not in done.stderr + done.stdout
+    assert took < 60, f"took {took:.0f} s"
+
+
+@pytest.mark.parametrize("listener", TLS_LISTENERS)
+def test_tls_listeners_provision_produce_and_consume(
+    secure_kafka: SecureBroker, listener: str
+) -> None:
+    """What the worker's provisioning and the generator do, over TLS (and SASL on TLS)."""
+    env = secure_kafka.env(listener)
+    topic = f"tls-{listener.lower()}-{uuid.uuid4().hex[:6]}"
+    settings = Settings.from_env(env)
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 2)], 30, settings.kafka_auth())
+    values = [f"v{i}".encode() for i in range(4)]
+    assert sorted(_round_trip(env, topic, values)) == values
+
+
+def test_tls_refuses_a_broker_its_ca_does_not_vouch_for(secure_kafka: SecureBroker) -> None:
+    env = secure_kafka.env("SASL_SSL")
+    del env["DMP_KAFKA_SSL_CAFILE"]  # the system CAs do not know the test CA
+    settings = Settings.from_env(env)
+    with pytest.raises(ProvisionError, match="CERTIFICATE_VERIFY_FAILED"):
+        ensure_topics(settings.kafka_bootstrap, [TopicSpec("never", 1)], 10, settings.kafka_auth())
+
+
+def test_mtls_listener_refuses_a_client_without_certificate(secure_kafka: SecureBroker) -> None:
+    env = secure_kafka.env("SSL")
+    del env["DMP_KAFKA_SSL_CERTFILE"], env["DMP_KAFKA_SSL_KEYFILE"]
+    settings = Settings.from_env(env)
+    with pytest.raises(ProvisionError, match="cannot connect to Kafka"):
+        ensure_topics(settings.kafka_bootstrap, [TopicSpec("never", 1)], 10, settings.kafka_auth())
+
+
+def _inherited() -> dict[str, str]:
+    """This process's environment without any DMP_* variable: the test sets its own."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("DMP_")}
