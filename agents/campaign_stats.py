@@ -50,7 +50,10 @@ async def count_campaign_stats(stream: Any) -> None:
         changed: set[str] = set()
         for item in decode_campaign(event.value):
             stream_time = advance_stream_time(stream_time, item.ts)
-            sweeper.tick(partition, stream_time)
+            for expired in sweeper.tick(partition, stream_time):
+                touched.pop(expired.decode(), None)
+                changed.discard(expired.decode())
+                del campaign_windows[expired]
             start = window_start(item.ts, WINDOW_MS)
             if is_window_expired(start, WINDOW_MS, stream_time, RETENTION_MS):
                 metrics.expired_window_events.inc()

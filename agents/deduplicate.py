@@ -10,10 +10,13 @@ skip what a replay sends again.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from dmp_faust.app import app, metrics, settings
-from dmp_faust.batching import Outbox
+from dmp_faust.batching import TAKE_WITHIN_S, Outbox, as_current, partition_for
+from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.clock import wall_ms
 from dmp_faust.domain.batches import CampaignItem, CommandItem, decode_valid, position
 from dmp_faust.domain.dedup import Seen, Verdict, classify, is_forgotten
@@ -30,6 +33,7 @@ from tables.stream_times import stream_times
 
 HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
+TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
 clock = StreamClock(stream_times, "deduplicate")
 
 
@@ -41,43 +45,90 @@ def _forgotten(_key: bytes, value: bytes, stream_time: int) -> bool:
 sweeper = Sweeper(seen_events, _forgotten)
 
 
+@dataclass
+class _Partition:
+    """What a take gathered for one ``events.valid`` partition."""
+
+    writes: TableWrites
+    stream_time: int | None
+    by_campaign: Outbox
+    profiles_in: Outbox
+    last: Any  # its last Faust event: the one whose partition clock writes go to
+    accepted: int = 0
+
+
 @app.agent(valid_events)
 async def deduplicate_events(stream: Any) -> None:
-    by_campaign, profiles_in = Outbox(campaign_events), Outbox(profile_commands)
-    async for event in stream.events():
-        partition, offset = event.message.partition, event.message.offset
-        stream_time = clock.get(partition)
-        for index, valid in enumerate(decode_valid(event.value)):
-            stream_time = advance_stream_time(stream_time, valid.ts)
-            sweeper.tick(partition, stream_time)
-            here = position(offset, index)
-            if _accept(valid, here, stream_time):
-                await clean_events.send(
-                    key=valid.profile_id.encode(),
-                    value=encode(enrich(valid)),
-                    headers=[(SOURCE_HEADER, encode_source(partition, here))],
+    clean = Records(app, clean_events)
+    campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        taken: dict[int, _Partition] = {}
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            here_part = taken.get(partition)
+            if here_part is None:
+                with as_current(event):
+                    stream_time = clock.get(partition)
+                here_part = taken[partition] = _Partition(
+                    TableWrites(app, seen_events, partition),
+                    stream_time,
+                    Outbox(campaigns),
+                    Outbox(commands),
+                    event,
                 )
-                _fan_out(valid, here, by_campaign, profiles_in)
-        source = (source_id(VALID_STREAM, partition), offset)
-        await by_campaign.send(source)
-        await profiles_in.send(source)
-        if stream_time is not None:
-            clock.advance(partition, stream_time)
+            here_part.last = event
+            _deduplicate(here_part, partition, offset, decode_valid(event.value), clean)
+        for partition, part in taken.items():
+            source = (source_id(VALID_STREAM, partition), part.last.message.offset)
+            part.by_campaign.close(source)
+            part.profiles_in.close(source)
+        await asyncio.gather(
+            clean.send(),
+            campaigns.send(),
+            commands.send(),
+            *(part.writes.commit() for part in taken.values()),
+        )
+        for partition, part in taken.items():
+            metrics.accepted.inc(part.accepted)
+            if part.stream_time is not None:
+                with as_current(part.last):
+                    clock.advance(partition, part.stream_time)
 
 
-def _accept(valid: Event, here: int, stream_time: int) -> bool:
-    """Count the event as duplicate, bot or accepted; True if accepted."""
-    seen = Seen.from_bytes(seen_events.get(valid.event_id))
+def _deduplicate(
+    part: _Partition, partition: int, offset: int, batch: list[Event], clean: Records
+) -> None:
+    part.writes.prefetch([valid.event_id.encode() for valid in batch])
+    for index, valid in enumerate(batch):
+        part.stream_time = stream_time = advance_stream_time(part.stream_time, valid.ts)
+        for key in sweeper.tick(partition, stream_time):
+            part.writes.put(key, None)
+        here = position(offset, index)
+        if not _accept(part.writes, valid, here, stream_time):
+            continue
+        part.accepted += 1
+        clean.add(
+            partition_for(valid.profile_id),
+            valid.profile_id.encode(),
+            encode(enrich(valid)),
+            [(SOURCE_HEADER, encode_source(partition, here))],
+        )
+        _fan_out(valid, here, part.by_campaign, part.profiles_in)
+
+
+def _accept(writes: TableWrites, valid: Event, here: int, stream_time: int) -> bool:
+    """Count the event as duplicate or bot; True if accepted (counted by the caller)."""
+    key = valid.event_id.encode()
+    seen = Seen.from_bytes(writes.get(key))
     verdict = classify(seen, here, stream_time, HORIZON_MS)
     if verdict is Verdict.DUPLICATE:
         metrics.duplicate.inc()
         return False
     if verdict is Verdict.NEW:
-        seen_events[valid.event_id] = Seen(stream_time, here).to_bytes()
+        writes.put(key, Seen(stream_time, here).to_bytes())
     if is_bot(valid.user_agent):
         metrics.bot.inc()
         return False
-    metrics.accepted.inc()
     metrics.latency.observe(max(0, wall_ms() - valid.ts) / 1000)
     return True
 

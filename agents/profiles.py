@@ -1,16 +1,17 @@
 """``build_profiles``: identity stitching, profiles, segments, frequency.
 
-Reads ``profiles.in`` batches (items keyed by the id a command concerns) and
-hands each command with the key's record to
-:func:`dmp_faust.domain.identity.handle`. Within a batch record a key's
-record is read once and written once; the commands that cross partitions
-and the segment deltas go out as batches, stamped with this record's
-position; segment changes go to ``segments.changes`` one record each.
+Reads ``profiles.in`` batches (items keyed by the id a command concerns), up
+to 64 records at a time, and hands each command with the key's record to
+:func:`dmp_faust.domain.identity.handle`. Within a take a key's record is
+read once and written once (:mod:`dmp_faust.bulk`); the commands that cross
+partitions and the segment deltas go out as batches, each item stamped with
+its position; segment changes go to ``segments.changes``, one record each.
 ``count_segment_sizes`` folds the deltas into sizes keyed by segment.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from dmp_faust.app import app, segment_rules, settings
-from dmp_faust.batching import Outbox, partition_for
+from dmp_faust.batching import TAKE_WITHIN_S, Outbox, as_current, partition_for
+from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.batches import (
     CommandItem,
@@ -52,6 +54,7 @@ from tables.stream_times import stream_times
 
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
+TAKE_RECORDS = 64  # profiles.in records (each a batch of commands) taken at once
 clock = StreamClock(stream_times, "profiles")
 
 
@@ -61,21 +64,33 @@ def segments_of(profile: pf.Profile) -> frozenset[str]:
 
 @dataclass
 class Batch:
-    """The keys one batch record touched: read once, written once."""
+    """What a take touched in one ``profiles.in`` partition: each key read once, written once."""
 
+    partition: int
+    stream_time: int
+    last: Any  # its last Faust event: the one whose partition clock writes go to
+    profiles: TableWrites
+    erasures: TableWrites
+    counts: TableWrites
+    forward: Outbox
+    deltas: Outbox
     records: dict[str, pf.Profile | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     erased: dict[str, Watermarks] = field(default_factory=dict)
     profiles_delta: int = 0
 
+    def prefetch(self, keys: list[str]) -> None:
+        self.profiles.prefetch([key.encode() for key in keys if key not in self.records])
+        self.erasures.prefetch([_erasure_key(key) for key in keys if key not in self.erased])
+
     def record(self, key: str) -> pf.Profile | None:
         if key not in self.records:
-            self.records[key] = pf.from_bytes(profiles.get(key))
+            self.records[key] = pf.from_bytes(self.profiles.get(key.encode()))
         return self.records[key]
 
     def erased_marks(self, key: str) -> Watermarks | None:
         if key not in self.erased:
-            marks = erasures.get(erasure_key(settings.app_id, key))
+            marks = self.erasures.get(_erasure_key(key))
             if not marks:
                 return None
             self.erased[key] = Watermarks.read(marks)[0]
@@ -90,62 +105,96 @@ class Batch:
             self.dirty.add(key)
         self.profiles_delta += outcome.profiles_delta
 
-    def store(self, partition: int) -> None:
+    async def store(self) -> None:
         for key in self.dirty:
             if key in self.erased:
-                erasures[erasure_key(settings.app_id, key)] = self.erased[key].to_bytes()
+                self.erasures.put(_erasure_key(key), self.erased[key].to_bytes())
             record = self.records[key]
-            if record is not None:
-                profiles[key] = pf.to_bytes(record)
-            elif key in profiles:
-                del profiles[key]
+            self.profiles.put(key.encode(), None if record is None else pf.to_bytes(record))
         if self.profiles_delta:
-            count = decode_int(profile_counts.get(str(partition))) or 0
-            profile_counts[str(partition)] = encode_int(count + self.profiles_delta)
+            count_key = str(self.partition).encode()
+            count = decode_int(self.counts.get(count_key)) or 0
+            self.counts.put(count_key, encode_int(count + self.profiles_delta))
+        await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.counts.commit())
+
+
+def _erasure_key(key: str) -> bytes:
+    return erasure_key(settings.app_id, key)
 
 
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
-    forward, deltas = Outbox(profile_commands), Outbox(segment_deltas)
-    async for event in stream.events():
-        partition, offset = event.message.partition, event.message.offset
-        raw_source = header(event.message.headers, SOURCE_HEADER)
-        from_id = decode_source(raw_source)[0] if raw_source else None  # None: from HTTP
-        here_id = source_id(PROFILES_STREAM, partition)
-        stream_time = clock.get(partition) or 0
-        batch = Batch()
-        for index, item in enumerate(decode_commands(event.value)):
-            stream_time = advance_stream_time(stream_time, command_time(item.command) or 0)
-            here = (here_id, position(offset, index))
-            source = (from_id, item.position) if from_id is not None else here
-            context = Context(
-                source,
-                here,
-                stream_time,
-                FREQUENCY_HORIZON_MS,
-                segments_of,
-                batch.erased_marks(item.key),
-            )
-            outcome = handle(item.key, batch.record(item.key), item.command, context)
-            batch.apply(item.key, outcome)
-            for target, command in outcome.sends:
-                forward.add(target, CommandItem(target, here[1], command))
-            await _segment_changes(item.key, outcome, here[1], stream_time, deltas)
-        batch.store(partition)
-        await forward.send((here_id, offset))
-        await deltas.send((here_id, offset))
-        clock.advance(partition, stream_time)
+    forwards, deltas = Records(app, profile_commands), Records(app, segment_deltas)
+    changes = Records(app, segment_changes)
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        taken: dict[int, Batch] = {}
+        for event in events:
+            partition = event.message.partition
+            batch = taken.get(partition)
+            if batch is None:
+                with as_current(event):
+                    stream_time = clock.get(partition) or 0
+                batch = taken[partition] = Batch(
+                    partition,
+                    stream_time,
+                    event,
+                    TableWrites(app, profiles, partition),
+                    TableWrites(app, erasures, partition),
+                    TableWrites(app, profile_counts, partition),
+                    Outbox(forwards),
+                    Outbox(deltas),
+                )
+            batch.last = event
+            _handle_record(batch, event, changes)
+        for partition, batch in taken.items():
+            source = (source_id(PROFILES_STREAM, partition), batch.last.message.offset)
+            batch.forward.close(source)
+            batch.deltas.close(source)
+        await asyncio.gather(
+            forwards.send(),
+            deltas.send(),
+            changes.send(),
+            *(batch.store() for batch in taken.values()),
+        )
+        for partition, batch in taken.items():
+            with as_current(batch.last):
+                clock.advance(partition, batch.stream_time)
 
 
-async def _segment_changes(
-    key: str, outcome: Outcome, here: int, stream_time: int, deltas: Outbox
-) -> None:
-    at = format_timestamp(stream_time)
+def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
+    """Hand each command of one ``profiles.in`` record to :func:`identity.handle`."""
+    offset = event.message.offset
+    raw_source = header(event.message.headers, SOURCE_HEADER)
+    from_id = decode_source(raw_source)[0] if raw_source else None  # None: from HTTP
+    here_id = source_id(PROFILES_STREAM, batch.partition)
+    items = decode_commands(event.value)
+    batch.prefetch([item.key for item in items])
+    for index, item in enumerate(items):
+        batch.stream_time = advance_stream_time(batch.stream_time, command_time(item.command) or 0)
+        here = (here_id, position(offset, index))
+        source = (from_id, item.position) if from_id is not None else here
+        context = Context(
+            source,
+            here,
+            batch.stream_time,
+            FREQUENCY_HORIZON_MS,
+            segments_of,
+            batch.erased_marks(item.key),
+        )
+        outcome = handle(item.key, batch.record(item.key), item.command, context)
+        batch.apply(item.key, outcome)
+        for target, command in outcome.sends:
+            batch.forward.add(target, CommandItem(target, here[1], command))
+        _segment_changes(item.key, outcome, here[1], batch, changes)
+
+
+def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, changes: Records) -> None:
+    at = format_timestamp(batch.stream_time)
     for action, segments, delta in (("enter", outcome.entered, 1), ("exit", outcome.exited, -1)):
         for segment in segments:
             change = {"profile_id": key, "segment": segment, "action": action, "at": at}
-            await segment_changes.send(key=key.encode(), value=msgspec.json.encode(change))
-            deltas.add(segment, DeltaItem(segment, here, delta))
+            changes.add(partition_for(key), key.encode(), msgspec.json.encode(change))
+            batch.deltas.add(segment, DeltaItem(segment, here, delta))
 
 
 @app.agent(segment_deltas)

@@ -1,24 +1,33 @@
 """``validate_events``: raw bytes in, validated events (or dead letters) out.
 
-Takes raw records in batches; each valid event goes into the batch for the
-``events.valid`` partition of its event_id (see :mod:`dmp_faust.domain.batches`).
+The raw topic holds one event per record, so it is read below Faust, by an
+:class:`~dmp_faust.intake.Intake` (a plain aiokafka consumer in a group of
+its own). Each fetch (up to 1,000 records) is validated at once: each valid
+event goes into the batch for the ``events.valid`` partition of its event_id
+(see :mod:`dmp_faust.domain.batches`), each refused one to the dead-letter
+topic; both are sent as record batches (:mod:`dmp_faust.bulk`) and
+acknowledged before the fetch's offsets are committed, with each partition's
+stream time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from dmp_faust.app import app, metrics, settings
-from dmp_faust.batching import TAKE_MAX, TAKE_WITHIN_S, Outbox, as_current
+from dmp_faust.batching import TAKE_MAX, Outbox, dedup_partition
+from dmp_faust.bulk import Records
 from dmp_faust.clock import wall_ms
 from dmp_faust.domain.deadletter import Source, dead_letter
 from dmp_faust.domain.events import TOO_OLD, Event, Rejection, validate_bytes
 from dmp_faust.domain.windows import advance_stream_time, is_too_old
-from dmp_faust.state import StreamClock, header
+from dmp_faust.intake import Intake
+from dmp_faust.state import header
 from dmp_faust.topics import ORIGIN_HEADER, dead_letters, declare_all, raw_events, valid_events
-from tables.stream_times import stream_times
 
-clock = StreamClock(stream_times, "validate")
 received_kafka = metrics.received.labels("kafka")
 
 
@@ -27,38 +36,49 @@ def came_over_http(headers: Any) -> bool:
     return header(headers, ORIGIN_HEADER) == b"http"
 
 
-@app.agent(raw_events)
-async def validate_events(stream: Any) -> None:
-    await declare_all()
-    outbox = Outbox(valid_events)
-    async for events in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):
-        stream_times_seen: dict[int, tuple[int, Any]] = {}
-        now_ms = wall_ms()
-        for event in events:
-            message = event.message
-            if not came_over_http(message.headers):
-                received_kafka.inc()
+async def validate_events(
+    fetch: dict[Any, list[Any]], known: dict[int, int | None]
+) -> dict[int, int]:
+    """Validate one fetch of raw records; return the stream time of each partition that has one."""
+    valid, refused = Records(app, valid_events), Records(app, dead_letters)
+    outbox = Outbox(valid)
+    stream_times: dict[int, int] = {}
+    now_ms = wall_ms()
+    from_kafka = 0
+    for tp, records in fetch.items():
+        stream_time = known.get(tp.partition)
+        for record in records:
+            if not came_over_http(record.headers):
+                from_kafka += 1
             result = validate_bytes(
-                event.value or b"", now_ms, settings.max_event_bytes, settings.future_tolerance_ms
+                record.value or b"", now_ms, settings.max_event_bytes, settings.future_tolerance_ms
             )
             if isinstance(result, Event):
-                previous = stream_times_seen.get(message.partition)
-                if previous is None:
-                    with as_current(event):  # a table read looks in the current partition
-                        known = clock.get(message.partition)
-                else:
-                    known = previous[0]
-                stream_time = advance_stream_time(known, result.ts)
-                stream_times_seen[message.partition] = (stream_time, event)
+                stream_time = advance_stream_time(stream_time, result.ts)
                 result = _too_old(result, stream_time)
             if isinstance(result, Rejection):
-                await _refuse(event, result, now_ms)
+                _refuse(refused, record, result, now_ms)
                 continue
-            outbox.add(result.event_id, result)
-        await outbox.send()
-        for partition, (stream_time, last) in stream_times_seen.items():
-            with as_current(last):
-                clock.advance(partition, stream_time)
+            outbox.add_to(dedup_partition(result.event_id), result)
+        if stream_time is not None:
+            stream_times[tp.partition] = stream_time
+    received_kafka.inc(from_kafka)
+    outbox.close()
+    await asyncio.gather(valid.send(), refused.send())
+    return stream_times
+
+
+@app.service
+class RawIntake(Intake):
+    """``validate_events`` on the raw topic, started with the worker."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(settings, raw_events.get_topic_name(), validate_events, TAKE_MAX, **kwargs)
+
+    async def on_start(self) -> None:
+        await declare_all()
+        await app.maybe_start_producer()
+        await super().on_start()
 
 
 def _too_old(event: Event, stream_time: int) -> Event | Rejection:
@@ -70,10 +90,19 @@ def _too_old(event: Event, stream_time: int) -> Event | Rejection:
     )
 
 
-async def _refuse(event: Any, rejection: Rejection, now_ms: int) -> None:
-    message = event.message
+def _refuse(refused: Records, record: Any, rejection: Rejection, now_ms: int) -> None:
+    """Add the dead letter of a refused event; keyed like the original, which is kept whole."""
     metrics.invalid.labels(rejection.reason).inc()
-    source = Source(message.topic, message.partition, message.offset)
-    await dead_letters.send(
-        key=message.key, value=dead_letter(rejection, event.value or b"", source, now_ms)
+    source = Source(record.topic, record.partition, record.offset)
+    refused.add(
+        _dead_letter_partition(record.key, record.partition),
+        record.key,
+        dead_letter(rejection, record.value or b"", source, now_ms),
     )
+
+
+def _dead_letter_partition(key: bytes | None, source_partition: int) -> int:
+    """By key as Kafka's default partitioner would; without one, the source's partition."""
+    if key:
+        return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+    return source_partition % settings.partitions

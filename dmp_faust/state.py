@@ -76,12 +76,12 @@ FAUST_KEY_PREFIX = b"__faust"
 
 
 class Sweeper:
-    """Deletes a table's expired keys a slice at a time, from inside an agent.
+    """Finds a table's expired keys a slice at a time, for an agent to delete.
 
     Every ``every`` events of a partition, the next ``scan`` keys of that
     partition's RocksDB are read from a cursor and those for which
-    ``is_expired(key, value, stream_time)`` holds are deleted (with a
-    changelog tombstone). The cost per event stays constant and a full pass
+    ``is_expired(key, value, stream_time)`` holds are returned, for the agent
+    to delete (with a changelog tombstone). The cost per event stays constant and a full pass
     over a partition of ``n`` keys takes ``n * every / scan`` events. The
     cursor is memory only: after a restart a pass starts again from the top.
     """
@@ -94,16 +94,16 @@ class Sweeper:
         self._countdown: defaultdict[int, int] = defaultdict(int)
         self._cursor: dict[int, bytes | None] = {}
 
-    def tick(self, partition: int, stream_time: int) -> int:
-        """Count one event of ``partition``; sweep a slice when due. Returns keys deleted."""
+    def tick(self, partition: int, stream_time: int) -> list[bytes]:
+        """Count one event of ``partition``; when a slice is due, return its expired keys.
+
+        The caller deletes them, with the writes of the batch it is handling.
+        """
         self._countdown[partition] += 1
         if self._countdown[partition] < self.every:
-            return 0
+            return []
         self._countdown[partition] = 0
-        expired = self._scan(partition, stream_time)
-        for key in expired:
-            del self.table[key]
-        return len(expired)
+        return self._scan(partition, stream_time)
 
     def _scan(self, partition: int, stream_time: int) -> list[bytes]:
         db = self.table.data._db_for_partition(partition)  # Faust's RocksDB store

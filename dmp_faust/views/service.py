@@ -9,7 +9,7 @@ from faust.web import View
 from dmp_faust.app import app
 from dmp_faust.collect import collect
 from dmp_faust.responses import json_response
-from dmp_faust.topics import raw_events
+from dmp_faust.topics import valid_events
 from dmp_faust.web import active_partitions
 
 
@@ -29,7 +29,7 @@ class Health(View):
             "worker": str(app.conf.canonical_url),
             "recovered": recovered,
             "rebalancing": bool(app.rebalancing),
-            "active_partitions": sorted(active_partitions(raw_events)),
+            "active_partitions": sorted(active_partitions(valid_events)),
         }
         if not ready:
             body.update(error="unavailable", detail="tables are recovering or a rebalance is on")

@@ -28,8 +28,12 @@ class FakeTable(dict[Any, Any]):
     def _db_for_partition(self, partition: int) -> FakeDB:
         return self.db
 
-    def __delitem__(self, key: Any) -> None:
-        del self.db.data[key]
+    def sweep(self, sweeper: Sweeper, partition: int, stream_time: int) -> int:
+        """One tick, deleting what it returns as the agents do; how many keys went."""
+        expired = sweeper.tick(partition, stream_time)
+        for key in expired:
+            del self.db.data[key]
+        return len(expired)
 
 
 def expired_if_small(key: bytes, value: bytes, stream_time: int) -> bool:
@@ -42,8 +46,9 @@ def test_sweeper_deletes_expired_keys_a_slice_at_a_time_and_skips_faust_keys() -
     db = FakeDB(
         {offset_key: b"12345", **{f"k{i:03d}".encode(): str(i).encode() for i in range(10)}}
     )
-    sweeper = Sweeper(FakeTable(db), expired_if_small, every=2, scan=4)
-    deleted = [sweeper.tick(0, stream_time=5) for _ in range(8)]
+    table = FakeTable(db)
+    sweeper = Sweeper(table, expired_if_small, every=2, scan=4)
+    deleted = [table.sweep(sweeper, 0, stream_time=5) for _ in range(8)]
     # every 2nd tick scans 4 keys from a cursor: the first slice holds the offset key
     assert deleted == [0, 3, 0, 2, 0, 0, 0, 0]
     assert sorted(db.data) == [offset_key] + [f"k{i:03d}".encode() for i in range(5, 10)]
@@ -51,10 +56,11 @@ def test_sweeper_deletes_expired_keys_a_slice_at_a_time_and_skips_faust_keys() -
 
 def test_sweeper_restarts_its_pass_after_the_last_key() -> None:
     db = FakeDB({b"a1": b"", b"b9": b""})
-    sweeper = Sweeper(FakeTable(db), expired_if_small, every=1, scan=10)
-    assert sweeper.tick(3, stream_time=5) == 1
+    table = FakeTable(db)
+    sweeper = Sweeper(table, expired_if_small, every=1, scan=10)
+    assert table.sweep(sweeper, 3, stream_time=5) == 1
     db.data[b"c2"] = b""
-    assert sweeper.tick(3, stream_time=5) == 1  # from the top again
+    assert table.sweep(sweeper, 3, stream_time=5) == 1  # from the top again
     assert sorted(db.data) == [b"b9"]
 
 

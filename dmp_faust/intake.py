@@ -1,0 +1,149 @@
+"""Reading the raw topic below Faust: one aiokafka consumer, whole fetches at a time.
+
+The raw topic holds one event per record, so Faust's per-record machinery (a
+thread hop, the conductor, a stream event, sensors, an ack) would cost more
+than validating the event. :class:`Intake` reads it the way a plain Kafka
+consumer does (``getmany``), in a consumer group of its own
+(``<app id>-intake``), hands each fetch to a handler and commits the fetch's
+offsets once the handler has returned, that is once everything it sent has
+been acknowledged (at-least-once).
+
+The handler keeps per-partition state, the partition's stream time; it is
+committed as the offset's metadata, in the same request as the offset, so a
+partition's next owner resumes with exactly the stream time that goes with
+the offset it resumes from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from mode import Service
+
+from dmp_faust.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Records = dict[TopicPartition, list[Any]]  # a fetch: aiokafka ConsumerRecords by partition
+# Called with a fetch and the stream times of its partitions (None: unknown yet);
+# returns the partitions' new stream times once all it sent was acknowledged.
+Handler = Callable[[Records, dict[int, int | None]], Awaitable[dict[int, int]]]
+
+
+def encode_state(stream_time: int | None) -> str:
+    return "" if stream_time is None else str(stream_time)
+
+
+def decode_state(metadata: str | None) -> int | None:
+    return int(metadata) if metadata and metadata.isdigit() else None
+
+
+class Intake(Service):
+    """Consumes ``topic`` in fetches of at most ``max_records`` and runs ``handler`` on each."""
+
+    def __init__(
+        self, settings: Settings, topic: str, handler: Handler, max_records: int, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.topic = topic
+        self.handler = handler
+        self.max_records = max_records
+        self.group_id = f"{settings.app_id}-intake"
+        self._stream_times: dict[int, int | None] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        # Held from a fetch's handling to its commit; a rebalance waits for it.
+        self._busy = asyncio.Lock()
+
+    def _client_options(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.settings.kafka_bootstrap, **self.settings.kafka_auth()}
+
+    async def on_start(self) -> None:
+        session_ms = self.settings.session_timeout_s * 1000
+        self._consumer = AIOKafkaConsumer(
+            **self._client_options(),
+            group_id=self.group_id,
+            client_id=f"{self.group_id}-{self.settings.web_port}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(1000, session_ms // 3),
+            isolation_level=(
+                "read_committed"
+                if self.settings.processing_guarantee == "exactly_once"
+                else "read_uncommitted"
+            ),
+        )
+        self._consumer.subscribe([self.topic], listener=_Forget(self._stream_times, self._busy))
+        await self._consumer.start()
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()  # what was not committed is read again by the next owner
+
+    @Service.task
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self.should_stop:
+            fetch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if not fetch:
+                continue
+            async with self._busy:
+                await self._handle(consumer, fetch)
+
+    async def _handle(self, consumer: AIOKafkaConsumer, fetch: Records) -> None:
+        await self._load_stream_times(
+            [tp for tp in fetch if tp.partition not in self._stream_times]
+        )
+        known = {tp.partition: self._stream_times.get(tp.partition) for tp in fetch}
+        self._stream_times.update(await self.handler(fetch, known))
+        offsets = {
+            tp: (records[-1].offset + 1, encode_state(self._stream_times.get(tp.partition)))
+            for tp, records in fetch.items()
+        }
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on without us (e.g. our session expired): the partitions'
+            # new owner reads this fetch again, and de-duplication drops the copies.
+            log.warning("intake: commit refused after a rebalance (%s)", exc)
+            self._stream_times.clear()
+
+    async def _load_stream_times(self, tps: list[TopicPartition]) -> None:
+        """The stream times committed with the offsets of newly assigned partitions."""
+        if not tps:
+            return
+        admin = AIOKafkaAdminClient(**self._client_options())
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        finally:
+            await admin.close()
+        for tp in tps:
+            found = committed.get(tp)
+            self._stream_times[tp.partition] = decode_state(found.metadata if found else None)
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets a rebalance wait for the fetch in hand to be committed, then drops the
+    state of the revoked partitions: their next owner reads it from the commit."""
+
+    def __init__(self, stream_times: dict[int, int | None], busy: asyncio.Lock) -> None:
+        self.stream_times = stream_times
+        self.busy = busy
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.busy:
+            for tp in revoked:
+                self.stream_times.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
