@@ -83,6 +83,7 @@ _ID_FIELDS: Final = ("event_id", "anonymous_id", "user_id", "campaign_id")
 _TEXT_FIELDS: Final = ("ad_id", "url", "referrer", "user_agent", "ip")
 _OBJECT_FIELDS: Final = ("properties", "traits")
 _decoder: Final = msgspec.json.Decoder()
+_carrier: Final = msgspec.msgpack.Encoder()  # what events.valid batches are encoded with
 
 
 def validate_bytes(
@@ -156,8 +157,17 @@ def _text(obj: dict[str, Any], name: str, max_chars: int | None = None) -> Any:
 
 def _object(obj: dict[str, Any], name: str) -> Any:
     value = obj.get(name)
-    if value is not None and not isinstance(value, dict):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
         raise _Invalid(BAD_TYPE, f"{name} must be an object, got {json_kind(value)}")
+    try:
+        _carrier.encode(value)
+    except OverflowError:
+        # JSON numbers have no size limit; the events.valid micro-batches (msgpack)
+        # carry integers of 64 bits. Accepting one that does not fit would fail the
+        # batch downstream, so it is refused here, with its reason.
+        raise _Invalid(BAD_TYPE, f"{name} holds an integer outside the 64-bit range") from None
     return value
 
 

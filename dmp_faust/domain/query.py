@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dmp_faust.domain.timefmt import TimestampError, parse_timestamp
+from dmp_faust.domain.timefmt import MAX_MS, MIN_MS, TimestampError, parse_timestamp
 from dmp_faust.domain.windows import window_start
 
 _EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
@@ -61,4 +61,8 @@ def resolve_range(
     to_ms = -window_start(-to_ms, window_ms)
     if to_ms - from_ms > max_ms:
         raise BadParameter(f"range is longer than {max_ms // window_ms} windows")
+    if from_ms < MIN_MS or to_ms > MAX_MS:
+        # Widened to window edges, a range can end in year 10000 or start in year 0,
+        # which no RFC 3339 date-time can write.
+        raise BadParameter("the range must lie within years 0001 to 9999")
     return TimeRange(from_ms, to_ms)

@@ -127,3 +127,18 @@ def test_resolve_range_refuses(from_text: str | None, to_text: str | None) -> No
 
 def test_only_to_before_the_epoch_still_spans_the_default() -> None:
     assert resolve_range(None, "0", T, W, HOUR, MAX) == TimeRange(-HOUR, 0)
+
+
+@pytest.mark.parametrize(
+    ("from_text", "to_text"),
+    [
+        pytest.param("9999-12-31T23:30:00Z", "9999-12-31T23:59:59Z", id="ends-in-year-10000"),
+        pytest.param("253402300799999", None, id="default-length-past-9999"),
+        pytest.param(None, "-62135596800000", id="starts-before-year-1"),
+    ],
+)
+def test_a_range_widened_past_what_rfc3339_can_write_is_a_bad_parameter(
+    from_text: str | None, to_text: str | None
+) -> None:
+    with pytest.raises(BadParameter, match="years 0001 to 9999"):
+        resolve_range(from_text, to_text, 0, W, HOUR, DAY)
