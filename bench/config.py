@@ -28,6 +28,8 @@ class BenchConfig:
 
     events: int = 1_000_000
     profiles: int = 100_000
+    audience: int = 1_000_000
+    scaling_events: int = 200_000
     campaigns: int = 20
     partitions: int = 8
     latency_seconds: float = 20.0
@@ -57,6 +59,8 @@ class BenchConfig:
         return cls(
             events=int(number("BENCH_EVENTS", cls.events, 1)),
             profiles=int(number("BENCH_PROFILES", cls.profiles, 1)),
+            audience=int(number("BENCH_AUDIENCE", cls.audience, 0)),
+            scaling_events=int(number("BENCH_SCALING_EVENTS", cls.scaling_events, 0)),
             campaigns=int(number("BENCH_CAMPAIGNS", cls.campaigns, 1)),
             partitions=int(number("BENCH_PARTITIONS", cls.partitions, 1)),
             latency_seconds=number("BENCH_LATENCY_SECONDS", cls.latency_seconds, 1, float),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -77,10 +78,27 @@ def provision(bootstrap: str, prefix: str, partitions: int, data_dir: Path) -> N
         raise RuntimeError(f"provisioning topics failed:\n{done.stdout}{done.stderr}")
 
 
-def bench_events(config: BenchConfig, now_ms: int) -> Iterable[Generated]:
+def bench_events(config: BenchConfig, now_ms: int, count: int | None = None) -> Iterable[Generated]:
+    """``count`` (default ``BENCH_EVENTS``) events of the run's mix, from its seed."""
     mix = MixConfig(campaigns=config.campaigns, users=config.profiles)
     rng = random.Random(config.seed)
-    return generate_events(rng, config.events, START_MS, STEP_MS, mix, now_ms)
+    return generate_events(rng, count or config.events, START_MS, STEP_MS, mix, now_ms)
+
+
+def audience_events(count: int, ts_ms: int) -> Iterable[Generated]:
+    """One page view each from ``count`` visitors never seen before: ``count`` new profiles."""
+    for n in range(count):
+        visitor = f"aud-{n:07d}"
+        value = msgspec.json.encode(
+            {
+                "event_id": f"{visitor}-1",
+                "type": "page_view",
+                "timestamp": ts_ms,
+                "anonymous_id": visitor,
+                "url": f"https://news.example/topic{n % 50}/a{n}",
+            }
+        )
+        yield Generated(visitor.encode(), value, "valid")
 
 
 async def load_events(bootstrap: str, topic: str, events: Iterable[Generated]) -> LoadResult:

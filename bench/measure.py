@@ -8,9 +8,10 @@ nothing else: the most a single Python process gets out of this topic.
 Pipeline: a fresh worker is timed from its first ``GET /health`` 200 to the
 moment every event is accounted for in every stage: ``received`` equals
 ``invalid + duplicate + bot + accepted`` equals N on ``/metrics``, and the
-consumer group ``{prefix}`` has committed the end offset of every partition of
-every topic the app reads. Faust commits about every 2.8 s, so the drained
-time includes up to one commit interval; nothing is subtracted.
+consumer groups ``{prefix}-intake`` (the raw topic) and ``{prefix}`` (Faust's)
+have committed the end offset of every partition of every topic the app
+reads. Faust commits about every 2.8 s, so the drained time includes up to
+one commit interval; nothing is subtracted.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.worker import WorkerProcess
 
-# Every topic the app's agents read: the consumer group's lag on these is the backlog.
-INPUT_TOPICS: Final = (
-    "events.raw",
-    "events.valid",
-    "events.by_campaign",
-    "profiles.in",
-    "segments.deltas",
-)
+# Every topic the app reads, by consumer group (suffix of the prefix): the groups'
+# lag on these is the backlog. The raw topic is read by the intake's own group.
+INPUT_TOPICS: Final = {
+    "-intake": ("events.raw",),
+    "": ("events.valid", "events.by_campaign", "profiles.in", "segments.deltas"),
+}
 POLL_S: Final = 0.5
 PROGRESS_S: Final = 10.0
 _DECODE_ERRORS: Final = (msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
@@ -106,6 +105,9 @@ class Accounting:
 
         return cls(*(total(n) for n in ("received", "invalid", "duplicate", "bot", "accepted")))
 
+    def plus(self, other: Accounting) -> Accounting:
+        return Accounting(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
     def minus(self, earlier: Accounting) -> Accounting:
         return Accounting(*(a - b for a, b in zip(astuple(self), astuple(earlier), strict=True)))
 
@@ -127,15 +129,15 @@ class Pipeline:
 
 
 class GroupLag:
-    """The consumer group's lag (end offset minus committed offset) on the app's input topics."""
+    """The consumer groups' lag (end offset minus committed offset) on the app's input topics."""
 
     def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
-        self._group = prefix
-        self._partitions = [
-            TopicPartition(f"{prefix}.{name}", p)
-            for name in INPUT_TOPICS
-            for p in range(partitions)
-        ]
+        self._groups = {
+            f"{prefix}{suffix}": [
+                TopicPartition(f"{prefix}.{name}", p) for name in names for p in range(partitions)
+            ]
+            for suffix, names in INPUT_TOPICS.items()
+        }
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
 
@@ -149,14 +151,13 @@ class GroupLag:
         await self._admin.close()
 
     async def by_topic(self) -> dict[str, int]:
-        committed = await self._admin.list_consumer_group_offsets(
-            self._group, partitions=self._partitions
-        )
-        ends = await self._consumer.end_offsets(self._partitions)
         lag: dict[str, int] = {}
-        for tp, end in ends.items():
-            done = committed[tp].offset if tp in committed else -1
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - max(done, 0))
+        for group, partitions in self._groups.items():
+            committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+            ends = await self._consumer.end_offsets(partitions)
+            for tp, end in ends.items():
+                done = committed[tp].offset if tp in committed else -1
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - max(done, 0))
         return lag
 
 

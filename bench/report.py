@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bench.config import BenchConfig, Machine
 from bench.latency import Latency
 from bench.load import LoadResult
 from bench.measure import Accounting, Ceiling, Pipeline
+from bench.scaling import Layout
 
 HEADER = """# dmp-faust benchmark results
 
@@ -25,11 +26,12 @@ the raw topic and measures, on that same topic:
 - **pipeline**: a fresh `dmp-faust worker` (one process, empty data
   directory), timed from its first `GET /health` 200 until every event is
   accounted for in every stage: on `/metrics`, `received` = `invalid +
-  duplicate + bot + accepted` = N, and the consumer group `{prefix}` has
-  committed the end offset of every partition of every topic the app reads
-  (`events.raw`, `events.valid`, `events.by_campaign`, `profiles.in`,
-  `segments.deltas`). Faust commits about every 2.8 s, so the time includes
-  up to one commit interval (nothing is subtracted). "accounted" is the
+  duplicate + bot + accepted` = N, and the consumer groups have committed
+  the end offset of every partition of every topic the app reads: group
+  `{prefix}-intake` on `events.raw`, group `{prefix}` (Faust's) on
+  `events.valid`, `events.by_campaign`, `profiles.in` and `segments.deltas`.
+  Faust commits about every 2.8 s, so the time includes up to one commit
+  interval (nothing is subtracted). "accounted" is the
   time at which the counters alone were complete. Rate = N / drained time.
 - **ratio**: pipeline rate / ceiling rate.
 - **latency**: with the worker caught up, impressions of one campaign of
@@ -45,10 +47,15 @@ the raw topic and measures, on that same topic:
 - **rss**: the worker's peak resident set (`VmHWM` in `/proc/<pid>/status`)
   after the load and the latency phase; "profiles" is the worker's
   `dmp_profiles` gauge (canonical profiles held). `BENCH_PROFILES` sets the
-  simulated audience (e.g. `BENCH_PROFILES=1000000` for a million-user run).
-- **recovery**: the worker is killed with `kill -9` and started again on the
-  same data directory; seconds from the restart to its first `GET /health`
-  200 (tables recovered from local RocksDB plus the changelogs, group joined).
+  simulated audience of the load.
+- **audience**: then one page view from each of `BENCH_AUDIENCE` (default
+  1,000,000) visitors never seen before, so as many new profiles; the worker's
+  peak RSS again once they are all folded. The final line's rss is the peak
+  over the whole run.
+- **recovery**: the worker, holding all those profiles, is killed with
+  `kill -9` and started again on the same data directory; seconds from the
+  restart to its first `GET /health` 200 (tables recovered from local
+  RocksDB plus the changelogs, group joined).
 - **agent crashes**: lines of the worker's log (both runs) where Faust
   reports an agent crashed; it restarts the agent after a pause, so crashes
   slow every figure above and may lose the records being processed.
@@ -56,6 +63,56 @@ the raw topic and measures, on that same topic:
 Events come from the generator's core (`dmp_faust.generator.generate_events`):
 the mix of `make demo`, event times from 2021-03-01 advancing 1 ms per event.
 """
+
+
+SCALING_NOTE = """### Reading the scaling table, and the plan for a cluster
+
+Each row is a fresh prefix with that many partitions, the same events, and
+that many workers started together (see `bench/scaling.py`). On this
+machine the broker, the load and every worker share two cores, so a second
+worker cannot add a core: it splits the partitions, and the rate stays
+about where one worker's is, less the cost of two processes' overheads.
+What the rows do show is that the work divides: every partition of every
+topic is owned by exactly one worker, which is all that scaling out needs.
+
+Partitions are the unit of parallelism: a worker processes the partitions
+it owns one record at a time per agent, and a layout can run at most as
+many busy workers as it has partitions. More partitions per worker cost a
+little (more, smaller batches and more RocksDB databases); fewer partitions
+cap the cluster's size. The default of 8 allows up to 8 workers.
+
+A multi-machine cluster:
+
+- **Kafka**: three or more brokers, replication factor 3 and
+  `min.insync.replicas=2` for every topic (the app's topics are created with
+  `topic_replication_factor`; set it for production), partitions sized to
+  the largest worker count expected (they cannot be split later without
+  moving keys: 32 or 64 for a growing deployment).
+- **Workers**: one per core on each machine, each with its own data
+  directory on local SSD, `DMP_WEB_HOST` set to a name the others can reach
+  (lookups are forwarded to the owning worker), the same prefix and
+  bootstrap. Faust's standby replicas (`table_standby_replicas`, 1 by
+  default) keep a warm copy of each table partition on another worker, so a
+  lost worker's partitions resume without reading whole changelogs.
+- **Sizing**: one worker does the rate of the "pipeline" row per core with
+  this event mix; a cluster's rate is that times the number of busy workers,
+  as long as the brokers' network and disks keep up (they do far more: the
+  ceiling row is one Python process reading).
+- **Hot keys**: campaign statistics are partitioned by campaign, so one very
+  large campaign is bounded by one worker's rate; splitting a campaign's
+  windows over sub-keys (campaign, shard) and merging sketches at query time
+  is the next step when a single campaign outgrows a core.
+"""
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The memory phase: ``events`` page views of new visitors, drained in ``seconds``."""
+
+    events: int
+    seconds: float
+    memory_kib: dict[str, int]
+    profiles: int
 
 
 @dataclass(frozen=True)
@@ -66,8 +123,10 @@ class Results:
     latency: Latency
     memory_kib: dict[str, int]
     profiles: int
+    audience: Audience | None
     recovery_s: float
     crashes: list[str]
+    scaling: list[Layout] = field(default_factory=list)
 
 
 def table(config: BenchConfig, machine: Machine, results: Results) -> str:
@@ -97,6 +156,7 @@ def _settings(config: BenchConfig, results: Results) -> list[tuple[str, str]]:
         ("events (N)", f"{config.events:,}"),
         ("partitions", str(config.partitions)),
         ("profiles (simulated users)", f"{config.profiles:,}"),
+        ("audience phase (new visitors)", f"{config.audience:,}"),
         ("campaigns", str(config.campaigns)),
         ("event size", f"{load.mean_bytes:.0f} B mean ({load.total_bytes / 2**20:.1f} MiB)"),
         ("mix", mix),
@@ -130,9 +190,34 @@ def _figures(results: Results) -> list[tuple[str, str]]:
             f"{_mib(results.memory_kib.get('VmHWM', 0))} MiB (now "
             f"{_mib(results.memory_kib.get('VmRSS', 0))} MiB; {results.profiles:,} profiles)",
         ),
-        ("recovery after kill -9", f"{results.recovery_s:.1f} s"),
+        *_audience(results.audience),
+        (
+            "recovery after kill -9",
+            f"{results.recovery_s:.1f} s ({_profiles_held(results):,} profiles)",
+        ),
         ("agent crashes in the worker log", _crashes(results.crashes)),
     ]
+
+
+def _audience(audience: Audience | None) -> list[tuple[str, str]]:
+    if audience is None:
+        return []
+    return [
+        (
+            "audience phase",
+            f"{audience.events:,} new visitors in {audience.seconds:.1f} s "
+            f"({audience.events / audience.seconds:,.0f} ev/s)",
+        ),
+        (
+            "worker peak RSS with the audience",
+            f"{_mib(audience.memory_kib.get('VmHWM', 0))} MiB (now "
+            f"{_mib(audience.memory_kib.get('VmRSS', 0))} MiB; {audience.profiles:,} profiles)",
+        ),
+    ]
+
+
+def _profiles_held(results: Results) -> int:
+    return results.audience.profiles if results.audience else results.profiles
 
 
 def _accounting(acc: Accounting) -> str:
@@ -149,6 +234,12 @@ def _crashes(lines: list[str]) -> str:
     return f"{len(lines)}; the first: `{first[:200]}`"
 
 
+def peak_rss_kib(results: Results) -> int:
+    """The worker's peak RSS over the run (the audience phase comes later, if it ran)."""
+    phases = [results.memory_kib] + ([results.audience.memory_kib] if results.audience else [])
+    return max(memory.get("VmHWM", 0) for memory in phases)
+
+
 def ratio(results: Results) -> float:
     return results.pipeline.rate / results.ceiling.rate
 
@@ -158,15 +249,33 @@ def summary_line(results: Results) -> str:
         f"bench: pipeline {results.pipeline.rate:.0f} ev/s, "
         f"ceiling {results.ceiling.rate:.0f} ev/s, ratio {ratio(results):.4f}, "
         f"p99 {_ms(results.latency.percentile(0.99))} ms, "
-        f"rss {_mib(results.memory_kib.get('VmHWM', 0))} MiB, "
+        f"rss {_mib(peak_rss_kib(results))} MiB, "
         f"recovery {results.recovery_s:.1f} s"
     )
+
+
+def scaling_table(layouts: list[Layout]) -> str:
+    if not layouts:
+        return "(not run: BENCH_SCALING_EVENTS=0)\n"
+    base = layouts[0].rate
+    lines = ["| partitions | workers | events | drained in | rate | vs. first row |"]
+    lines.append("|---|---|---|---|---|---|")
+    for layout in layouts:
+        lines.append(
+            f"| {layout.partitions} | {layout.workers} | {layout.events:,} | "
+            f"{layout.seconds:.1f} s | {layout.rate:,.0f} ev/s | {layout.rate / base:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def results_markdown(config: BenchConfig, machine: Machine, results: Results) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = table(config, machine, results)
-    return f"{HEADER}\n## Last run ({when})\n\n{body}\n{summary_line(results)}\n"
+    scaling = scaling_table(results.scaling)
+    return (
+        f"{HEADER}\n## Last run ({when})\n\n{body}\n{summary_line(results)}\n\n"
+        f"## Scaling (this run)\n\n{scaling}\n{SCALING_NOTE}"
+    )
 
 
 def _ms(value: float) -> str:

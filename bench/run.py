@@ -1,21 +1,29 @@
 """``python -m bench.run`` (``make bench``): one benchmark run, start to finish.
 
 Settings (environment; defaults in brackets): ``BENCH_EVENTS`` [1000000],
-``BENCH_PROFILES`` [100000] simulated users, ``BENCH_CAMPAIGNS`` [20],
+``BENCH_PROFILES`` [100000] simulated users, ``BENCH_AUDIENCE`` [1000000]
+new visitors of the memory phase (0: none), ``BENCH_CAMPAIGNS`` [20],
 ``BENCH_PARTITIONS`` [8], ``BENCH_LATENCY_SECONDS`` [20], ``BENCH_SEED`` [1],
 ``BENCH_TIMEOUT_S`` [600 + 10 ms per event] for the pipeline phase,
 ``BENCH_STALL_S`` [300] without progress before giving up, ``BENCH_KEEP``
 [unset] to keep the temporary directory (broker data, worker logs); it is
 always kept when the run fails.
 
+``BENCH_SCALING_EVENTS`` [200000] events per layout of the scaling phase (0:
+none).
+
 Phases: broker → topics → load → ceiling → pipeline (fresh worker) →
-latency → memory → recovery (``kill -9``, restart). The broker and the
+latency → memory → audience (one page view from each of ``BENCH_AUDIENCE``
+new visitors, so that many more profiles) → memory → recovery (``kill -9``,
+restart, with all those profiles in the tables) → scaling (partitions and
+workers, see :mod:`bench.scaling`). The broker and the
 workers are stopped at the end whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import signal
 import sys
@@ -29,9 +37,10 @@ import aiohttp
 
 from bench.config import BenchConfig, ConfigError, Machine
 from bench.latency import measure_latency
-from bench.load import bench_events, load_events, provision
-from bench.measure import measure_ceiling, measure_pipeline, measure_recovery
-from bench.report import Results, results_markdown, summary_line, table
+from bench.load import audience_events, bench_events, load_events, provision
+from bench.measure import Accounting, measure_ceiling, measure_pipeline, measure_recovery
+from bench.report import Audience, Results, results_markdown, summary_line, table
+from bench.scaling import measure_scaling
 from bench.worker import WorkerProcess, free_port
 from dmp_faust import kafka_local
 
@@ -79,7 +88,17 @@ def _with_broker(config: BenchConfig, root: Path) -> Results:
     say("starting a Kafka broker")
     broker = kafka_local.start(free_port(), kafka_dir, controller_port=free_port())
     try:
-        return _with_topics(config, root, broker.bootstrap)
+        results = _with_topics(config, root, broker.bootstrap)
+        if not config.scaling_events:
+            return results
+        say(f"scaling: {config.scaling_events:,} events per layout (partitions, workers)")
+        scaling = asyncio.run(measure_scaling(config, broker.bootstrap, root / "scaling"))
+        for layout in scaling:
+            say(
+                f"scaling: {layout.partitions} partitions, {layout.workers} workers: "
+                f"{layout.rate:,.0f} ev/s"
+            )
+        return dataclasses.replace(results, scaling=scaling)
     finally:
         kafka_local.stop(kafka_dir)
 
@@ -118,12 +137,37 @@ async def _measure(config: BenchConfig, worker: WorkerProcess) -> Results:
         latency = await measure_latency(session, worker, topic, rate, config.latency_seconds)
         memory = worker.memory_kib()
         profiles = int((await worker.metrics(session)).get("dmp_profiles", 0))
+        audience = await _audience(config, session, worker, topic)
         say("recovery: kill -9, restart on the same data directory")
         recovery_s = await measure_recovery(session, worker, HEALTH_TIMEOUT_S)
     crashes = worker.crashes()
     if crashes:
         say(f"warning: {len(crashes)} agent crashes in the worker log (BENCH_KEEP=1 keeps it)")
-    return Results(load, ceiling, pipeline, latency, memory, profiles, recovery_s, crashes)
+    return Results(
+        load, ceiling, pipeline, latency, memory, profiles, audience, recovery_s, crashes
+    )
+
+
+async def _audience(
+    config: BenchConfig, session: aiohttp.ClientSession, worker: WorkerProcess, topic: str
+) -> Audience | None:
+    if not config.audience:
+        return None
+    say(f"audience: a page view from each of {config.audience:,} new visitors")
+    before = Accounting.from_metrics(await worker.metrics(session))
+    events = audience_events(config.audience, time.time_ns() // 1_000_000)
+    await load_events(worker.bootstrap, topic, events)
+    drained = await measure_pipeline(
+        session,
+        worker,
+        before.received + config.audience,
+        time.monotonic(),
+        config.pipeline_timeout_s,
+        config.stall_s,
+    )
+    profiles = int((await worker.metrics(session)).get("dmp_profiles", 0))
+    say(f"audience: {profiles:,} profiles, drained in {drained.drained_s:.1f} s")
+    return Audience(config.audience, drained.drained_s, worker.memory_kib(), profiles)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ The raw topic holds one event per record, so Faust's per-record machinery (a
 thread hop, the conductor, a stream event, sensors, an ack) would cost more
 than validating the event. :class:`Intake` reads it the way a plain Kafka
 consumer does (``getmany``), in a consumer group of its own
-(``<app id>-intake``), hands each fetch to a handler and commits the fetch's
-offsets once the handler has returned, that is once everything it sent has
-been acknowledged (at-least-once).
+(``<app id>-intake``), and hands each fetch to a handler, which returns once
+everything it sent has been acknowledged. The offsets of handled fetches are
+committed every second, and before a rebalance takes partitions away or the
+worker stops (at-least-once: a crash reads the last second's fetches again).
 
 The handler keeps per-partition state, the partition's stream time; it is
 committed as the offset's metadata, in the same request as the offset, so a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +31,8 @@ from mode import Service
 from dmp_faust.settings import Settings
 
 log = logging.getLogger(__name__)
+
+COMMIT_EVERY_S = 1.0
 
 Records = dict[TopicPartition, list[Any]]  # a fetch: aiokafka ConsumerRecords by partition
 # Called with a fetch and the stream times of its partitions (None: unknown yet);
@@ -57,8 +61,10 @@ class Intake(Service):
         self.max_records = max_records
         self.group_id = f"{settings.app_id}-intake"
         self._stream_times: dict[int, int | None] = {}
+        self._handled: dict[TopicPartition, int] = {}  # next offset, not committed yet
+        self._commit_due = 0.0
         self._consumer: AIOKafkaConsumer | None = None
-        # Held from a fetch's handling to its commit; a rebalance waits for it.
+        # Held from a fetch's handling to its bookkeeping; a rebalance waits for it.
         self._busy = asyncio.Lock()
 
     def _client_options(self) -> dict[str, Any]:
@@ -81,12 +87,14 @@ class Intake(Service):
                 else "read_uncommitted"
             ),
         )
-        self._consumer.subscribe([self.topic], listener=_Forget(self._stream_times, self._busy))
+        self._consumer.subscribe([self.topic], listener=_CommitFirst(self))
         await self._consumer.start()
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()  # what was not committed is read again by the next owner
+            async with self._busy:
+                await self.commit()
+            await self._consumer.stop()
 
     @Service.task
     async def _consume(self) -> None:
@@ -94,28 +102,46 @@ class Intake(Service):
         assert consumer is not None
         while not self.should_stop:
             fetch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            if not fetch:
-                continue
             async with self._busy:
-                await self._handle(consumer, fetch)
+                if fetch:
+                    await self._handle(fetch)
+                if time.monotonic() >= self._commit_due:
+                    await self.commit()
 
-    async def _handle(self, consumer: AIOKafkaConsumer, fetch: Records) -> None:
+    async def _handle(self, fetch: Records) -> None:
         await self._load_stream_times(
             [tp for tp in fetch if tp.partition not in self._stream_times]
         )
         known = {tp.partition: self._stream_times.get(tp.partition) for tp in fetch}
         self._stream_times.update(await self.handler(fetch, known))
+        for tp, records in fetch.items():
+            self._handled[tp] = records[-1].offset + 1
+
+    async def commit(self) -> None:
+        """Commit the handled offsets, each with its partition's stream time."""
+        self._commit_due = time.monotonic() + COMMIT_EVERY_S
+        if not self._handled or self._consumer is None:
+            return
         offsets = {
-            tp: (records[-1].offset + 1, encode_state(self._stream_times.get(tp.partition)))
-            for tp, records in fetch.items()
+            tp: (offset, encode_state(self._stream_times.get(tp.partition)))
+            for tp, offset in self._handled.items()
         }
+        self._handled = {}
         try:
-            await consumer.commit(offsets)
+            await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on without us (e.g. our session expired): the partitions'
-            # new owner reads this fetch again, and de-duplication drops the copies.
+            # new owner reads these fetches again, and de-duplication drops the copies.
             log.warning("intake: commit refused after a rebalance (%s)", exc)
             self._stream_times.clear()
+
+    async def before_revoke(self, revoked: list[TopicPartition]) -> None:
+        """Wait for the fetch in hand, commit what was handled, and drop the revoked
+        partitions' state: their next owner reads it from the commit."""
+        async with self._busy:
+            await self.commit()
+            for tp in revoked:
+                self._stream_times.pop(tp.partition, None)
 
     async def _load_stream_times(self, tps: list[TopicPartition]) -> None:
         """The stream times committed with the offsets of newly assigned partitions."""
@@ -132,18 +158,14 @@ class Intake(Service):
             self._stream_times[tp.partition] = decode_state(found.metadata if found else None)
 
 
-class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Lets a rebalance wait for the fetch in hand to be committed, then drops the
-    state of the revoked partitions: their next owner reads it from the commit."""
+class _CommitFirst(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the intake commit before a rebalance takes partitions away."""
 
-    def __init__(self, stream_times: dict[int, int | None], busy: asyncio.Lock) -> None:
-        self.stream_times = stream_times
-        self.busy = busy
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.busy:
-            for tp in revoked:
-                self.stream_times.pop(tp.partition, None)
+        await self.intake.before_revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return None

@@ -42,7 +42,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     segments_file: Path | None = None
     log_level: str = "info"
-    session_timeout_s: int = 10
+    session_timeout_s: int = 6
     # How every Kafka connection authenticates (worker, provisioning, generator); see
     # docs/SECURITY.md. Secrets stay out of repr, so out of any log of the settings.
     kafka_security_protocol: str = "PLAINTEXT"

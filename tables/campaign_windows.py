@@ -8,6 +8,8 @@ owns the campaign; lookups are routed there by campaign id.
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-campaign_windows = app.Table("campaign_windows", key_type=bytes, value_type=bytes)
+campaign_windows = app.Table(
+    "campaign_windows", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS
+)

@@ -5,6 +5,6 @@ Partitioned like ``profiles.in`` (by the erased id)."""
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-erasures = app.Table("erasures", key_type=bytes, value_type=bytes)
+erasures = app.Table("erasures", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS)

@@ -3,6 +3,8 @@ text; value: ASCII digits), for the ``dmp_profiles`` gauge without a scan."""
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-profile_counts = app.Table("profile_counts", key_type=bytes, value_type=bytes)
+profile_counts = app.Table(
+    "profile_counts", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS
+)

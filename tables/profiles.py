@@ -5,6 +5,6 @@ value: :class:`dmp_faust.domain.profiles.Profile` as msgpack. A record with
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-profiles = app.Table("profiles", key_type=bytes, value_type=bytes)
+profiles = app.Table("profiles", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS)

@@ -4,6 +4,6 @@ ASCII digits) at which the event was first seen. Partitioned like
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-seen_events = app.Table("seen_events", key_type=bytes, value_type=bytes)
+seen_events = app.Table("seen_events", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS)

@@ -5,6 +5,6 @@ Key ``"{stage}:{partition}"``, value the time in epoch ms as ASCII digits.
 
 from __future__ import annotations
 
-from dmp_faust.app import app
+from dmp_faust.app import TABLE_OPTIONS, app
 
-stream_times = app.Table("stream_times", key_type=bytes, value_type=bytes)
+stream_times = app.Table("stream_times", key_type=bytes, value_type=bytes, options=TABLE_OPTIONS)
