@@ -3,16 +3,21 @@
 Windows are plain table keys (campaign id, window start) rather than a
 Faust windowed table: Faust expires windows by the wall clock and forgets
 its expiry bookkeeping after recovery, while retention here is measured in
-stream time (see :mod:`dmp_faust.domain.windows`). Each batch record is
-folded in memory and every window it touches is written once.
+stream time (see :mod:`dmp_faust.domain.windows`). Up to 64 batch records
+are taken at once and folded in memory; every window they touch is read
+once and written once (:mod:`dmp_faust.bulk`).
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from dmp_faust.app import app, metrics, settings
-from dmp_faust.domain.batches import decode_campaign
+from dmp_faust.batching import TAKE_WITHIN_S
+from dmp_faust.bulk import TableWrites
+from dmp_faust.domain.batches import CampaignItem, decode_campaign
 from dmp_faust.domain.watermarks import SOURCE_HEADER, decode_source
 from dmp_faust.domain.windows import (
     WindowStats,
@@ -22,14 +27,16 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
-from dmp_faust.state import StreamClock, Sweeper, header
+from dmp_faust.state import InputGate, StreamClock, Sweeper, header
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
 WINDOW_MS = settings.window_ms
 RETENTION_MS = settings.retention_ms
-clock = StreamClock(stream_times, "campaign_stats")
+TAKE_RECORDS = 64  # events.by_campaign records (each a batch of items) taken at once
+clock = StreamClock("campaign_stats")
+gate = InputGate("campaign_stats", campaign_events)
 
 
 def _expired(key: bytes, _value: bytes, stream_time: int) -> bool:
@@ -40,31 +47,69 @@ def _expired(key: bytes, _value: bytes, stream_time: int) -> bool:
 sweeper = Sweeper(campaign_windows, _expired, every=200, scan=200)
 
 
+@dataclass
+class _Partition:
+    """What a take touched in one ``events.by_campaign`` partition."""
+
+    windows: TableWrites  # of campaign_windows
+    times: TableWrites  # of stream_times
+    stream_time: int | None
+    next_offset: int | None  # of the next input record to process (see InputGate)
+    processed: bool = False
+    touched: dict[bytes, WindowStats] = field(default_factory=dict)
+    changed: set[bytes] = field(default_factory=set)
+
+
 @app.agent(campaign_events)
 async def count_campaign_stats(stream: Any) -> None:
-    async for event in stream.events():
-        partition = event.message.partition
-        source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
-        stream_time = clock.get(partition)
-        touched: dict[str, WindowStats] = {}
-        changed: set[str] = set()
-        for item in decode_campaign(event.value):
-            stream_time = advance_stream_time(stream_time, item.ts)
-            for expired in sweeper.tick(partition, stream_time):
-                touched.pop(expired.decode(), None)
-                changed.discard(expired.decode())
-                del campaign_windows[expired]
-            start = window_start(item.ts, WINDOW_MS)
-            if is_window_expired(start, WINDOW_MS, stream_time, RETENTION_MS):
-                metrics.expired_window_events.inc()
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        taken: dict[int, _Partition] = {}
+        for event in events:
+            partition = event.message.partition
+            part = taken.get(partition)
+            if part is None:
+                times = TableWrites(app, stream_times, partition)
+                part = taken[partition] = _Partition(
+                    TableWrites(app, campaign_windows, partition),
+                    times,
+                    clock.get(times, partition),
+                    gate.expected(times, partition),
+                )
+            offset = event.message.offset
+            if not gate.admit(partition, offset, part.next_offset):
                 continue
-            key = window_key(item.campaign_id, start)
-            if key not in touched:
-                touched[key] = WindowStats.from_bytes(campaign_windows.get(key))
-            source = (source_id, item.position)
-            if touched[key].apply_once(source, item.type, item.profile_id, item.revenue):
-                changed.add(key)
-        for key in changed:
-            campaign_windows[key] = touched[key].to_bytes()
-        if stream_time is not None:
-            clock.advance(partition, stream_time)
+            part.next_offset, part.processed = offset + 1, True
+            source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
+            _fold(part, partition, source_id, decode_campaign(event.value))
+        await gate.rewind(app.consumer)
+        for partition, part in taken.items():
+            if not part.processed or part.next_offset is None:
+                continue
+            for key in part.changed:
+                part.windows.put(key, part.touched[key].to_bytes())
+            if part.stream_time is not None:
+                clock.advance(part.times, partition, part.stream_time)
+            gate.done(part.times, partition, part.next_offset - 1)
+        await asyncio.gather(*(part.windows.commit() for part in taken.values()))
+        await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+
+
+def _fold(part: _Partition, partition: int, source_id: int, items: list[CampaignItem]) -> None:
+    """Fold one record's items into their windows (each read once per take)."""
+    for item in items:
+        part.stream_time = stream_time = advance_stream_time(part.stream_time, item.ts)
+        for expired in sweeper.tick(partition, stream_time):
+            part.touched.pop(expired, None)
+            part.changed.discard(expired)
+            part.windows.put(expired, None)
+        start = window_start(item.ts, WINDOW_MS)
+        if is_window_expired(start, WINDOW_MS, stream_time, RETENTION_MS):
+            metrics.expired_window_events.inc()
+            continue
+        key = window_key(item.campaign_id, start).encode()
+        if key not in part.touched:
+            part.touched[key] = WindowStats.from_bytes(part.windows.get(key))
+        if part.touched[key].apply_once(
+            (source_id, item.position), item.type, item.profile_id, item.revenue
+        ):
+            part.changed.add(key)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmp_faust.app import app, metrics, settings
-from dmp_faust.batching import TAKE_WITHIN_S, Outbox, as_current, partition_for
+from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.clock import wall_ms
 from dmp_faust.domain.batches import CampaignItem, CommandItem, decode_valid, position
@@ -26,7 +26,7 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
-from dmp_faust.state import StreamClock, Sweeper
+from dmp_faust.state import InputGate, StreamClock, Sweeper
 from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
 from tables.stream_times import stream_times
@@ -34,7 +34,8 @@ from tables.stream_times import stream_times
 HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
 TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
-clock = StreamClock(stream_times, "deduplicate")
+clock = StreamClock("deduplicate")
+gate = InputGate("deduplicate", valid_events)
 
 
 def _forgotten(_key: bytes, value: bytes, stream_time: int) -> bool:
@@ -49,11 +50,13 @@ sweeper = Sweeper(seen_events, _forgotten)
 class _Partition:
     """What a take gathered for one ``events.valid`` partition."""
 
-    writes: TableWrites
+    writes: TableWrites  # of seen_events
+    times: TableWrites  # of stream_times
     stream_time: int | None
+    next_offset: int | None  # of the next input record to process (see InputGate)
     by_campaign: Outbox
     profiles_in: Outbox
-    last: Any  # its last Faust event: the one whose partition clock writes go to
+    processed: bool = False
     accepted: int = 0
 
 
@@ -65,34 +68,39 @@ async def deduplicate_events(stream: Any) -> None:
         taken: dict[int, _Partition] = {}
         for event in events:
             partition, offset = event.message.partition, event.message.offset
-            here_part = taken.get(partition)
-            if here_part is None:
-                with as_current(event):
-                    stream_time = clock.get(partition)
-                here_part = taken[partition] = _Partition(
+            part = taken.get(partition)
+            if part is None:
+                times = TableWrites(app, stream_times, partition)
+                part = taken[partition] = _Partition(
                     TableWrites(app, seen_events, partition),
-                    stream_time,
+                    times,
+                    clock.get(times, partition),
+                    gate.expected(times, partition),
                     Outbox(campaigns),
                     Outbox(commands),
-                    event,
                 )
-            here_part.last = event
-            _deduplicate(here_part, partition, offset, decode_valid(event.value), clean)
+            if not gate.admit(partition, offset, part.next_offset):
+                continue
+            part.next_offset, part.processed = offset + 1, True
+            _deduplicate(part, partition, offset, decode_valid(event.value), clean)
+        await gate.rewind(app.consumer)
         for partition, part in taken.items():
-            source = (source_id(VALID_STREAM, partition), part.last.message.offset)
+            if not part.processed or part.next_offset is None:
+                continue
+            source = (source_id(VALID_STREAM, partition), part.next_offset - 1)
             part.by_campaign.close(source)
             part.profiles_in.close(source)
-        await asyncio.gather(
-            clean.send(),
-            campaigns.send(),
-            commands.send(),
-            *(part.writes.commit() for part in taken.values()),
-        )
-        for partition, part in taken.items():
-            metrics.accepted.inc(part.accepted)
             if part.stream_time is not None:
-                with as_current(part.last):
-                    clock.advance(partition, part.stream_time)
+                clock.advance(part.times, partition, part.stream_time)
+            gate.done(part.times, partition, part.next_offset - 1)
+        # Output first, then the table: a crash in between replays these records, whose
+        # events are then new again and sent again with the same positions, which the
+        # folds downstream skip. The other way round, their output would be lost.
+        await asyncio.gather(clean.send(), campaigns.send(), commands.send())
+        await asyncio.gather(*(part.writes.commit() for part in taken.values()))
+        await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+        for part in taken.values():
+            metrics.accepted.inc(part.accepted)
 
 
 def _deduplicate(

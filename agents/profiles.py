@@ -19,7 +19,7 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from dmp_faust.app import app, segment_rules, settings
-from dmp_faust.batching import TAKE_WITHIN_S, Outbox, as_current, partition_for
+from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.batches import (
@@ -43,7 +43,7 @@ from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source
 from dmp_faust.domain.windows import advance_stream_time
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
-from dmp_faust.state import StreamClock, decode_int, encode_int, header
+from dmp_faust.state import InputGate, StreamClock, decode_int, encode_int, header
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
 from dmp_faust.web import active_partitions
 from tables.erasures import erasures
@@ -55,7 +55,9 @@ from tables.stream_times import stream_times
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
 TAKE_RECORDS = 64  # profiles.in records (each a batch of commands) taken at once
-clock = StreamClock(stream_times, "profiles")
+clock = StreamClock("profiles")
+gate = InputGate("profiles", profile_commands)
+sizes_gate = InputGate("segment_sizes", segment_deltas)
 
 
 def segments_of(profile: pf.Profile) -> frozenset[str]:
@@ -68,7 +70,8 @@ class Batch:
 
     partition: int
     stream_time: int
-    last: Any  # its last Faust event: the one whose partition clock writes go to
+    next_offset: int | None  # of the next input record to process (see InputGate)
+    times: TableWrites
     profiles: TableWrites
     erasures: TableWrites
     counts: TableWrites
@@ -78,6 +81,7 @@ class Batch:
     dirty: set[str] = field(default_factory=set)
     erased: dict[str, Watermarks] = field(default_factory=dict)
     profiles_delta: int = 0
+    processed: bool = False
 
     def prefetch(self, keys: list[str]) -> None:
         self.profiles.prefetch([key.encode() for key in keys if key not in self.records])
@@ -115,7 +119,12 @@ class Batch:
             count_key = str(self.partition).encode()
             count = decode_int(self.counts.get(count_key)) or 0
             self.counts.put(count_key, encode_int(count + self.profiles_delta))
+        if not self.processed or self.next_offset is None:
+            return
+        clock.advance(self.times, self.partition, self.stream_time)
+        gate.done(self.times, self.partition, self.next_offset - 1)
         await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.counts.commit())
+        await self.times.commit()  # the gate last: what it lets by is in the tables
 
 
 def _erasure_key(key: str) -> bytes:
@@ -132,33 +141,36 @@ async def build_profiles(stream: Any) -> None:
             partition = event.message.partition
             batch = taken.get(partition)
             if batch is None:
-                with as_current(event):
-                    stream_time = clock.get(partition) or 0
+                times = TableWrites(app, stream_times, partition)
                 batch = taken[partition] = Batch(
                     partition,
-                    stream_time,
-                    event,
+                    clock.get(times, partition) or 0,
+                    gate.expected(times, partition),
+                    times,
                     TableWrites(app, profiles, partition),
                     TableWrites(app, erasures, partition),
                     TableWrites(app, profile_counts, partition),
                     Outbox(forwards),
                     Outbox(deltas),
                 )
-            batch.last = event
+            offset = event.message.offset
+            if not gate.admit(partition, offset, batch.next_offset):
+                continue
+            batch.next_offset, batch.processed = offset + 1, True
             _handle_record(batch, event, changes)
+        await gate.rewind(app.consumer)
         for partition, batch in taken.items():
-            source = (source_id(PROFILES_STREAM, partition), batch.last.message.offset)
+            if not batch.processed or batch.next_offset is None:
+                continue
+            source = (source_id(PROFILES_STREAM, partition), batch.next_offset - 1)
             batch.forward.close(source)
             batch.deltas.close(source)
-        await asyncio.gather(
-            forwards.send(),
-            deltas.send(),
-            changes.send(),
-            *(batch.store() for batch in taken.values()),
-        )
-        for partition, batch in taken.items():
-            with as_current(batch.last):
-                clock.advance(partition, batch.stream_time)
+        # Output first, then the tables: a crash in between replays these records against
+        # the records as they were, which sends the same commands and deltas again with
+        # the same positions, and the folds downstream skip them. The other way round,
+        # the records would already reflect the commands and their output would be lost.
+        await asyncio.gather(forwards.send(), deltas.send(), changes.send())
+        await asyncio.gather(*(batch.store() for batch in taken.values()))
 
 
 def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
@@ -199,15 +211,34 @@ def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, change
 
 @app.agent(segment_deltas)
 async def count_segment_sizes(stream: Any) -> None:
-    async for event in stream.events():
-        from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
-        sizes: dict[str, GuardedCounter] = {}
-        for item in decode_deltas(event.value):
-            if item.segment not in sizes:
-                sizes[item.segment] = GuardedCounter.from_bytes(segment_sizes.get(item.segment))
-            sizes[item.segment].apply_once((from_id, item.position), item.delta)
-        for segment, size in sizes.items():
-            segment_sizes[segment] = size.to_bytes()
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        stores: dict[int, tuple[TableWrites, TableWrites]] = {}  # sizes, times
+        next_offsets: dict[int, int | None] = {}
+        sizes: dict[tuple[int, str], GuardedCounter] = {}
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            if partition not in stores:
+                times = TableWrites(app, stream_times, partition)
+                stores[partition] = (TableWrites(app, segment_sizes, partition), times)
+                next_offsets[partition] = sizes_gate.expected(times, partition)
+            if not sizes_gate.admit(partition, offset, next_offsets[partition]):
+                continue
+            next_offsets[partition] = offset + 1
+            store = stores[partition][0]
+            from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
+            for item in decode_deltas(event.value):
+                key = (partition, item.segment)
+                if key not in sizes:
+                    sizes[key] = GuardedCounter.from_bytes(store.get(item.segment.encode()))
+                sizes[key].apply_once((from_id, item.position), item.delta)
+        await sizes_gate.rewind(app.consumer)
+        for (partition, segment), size in sizes.items():
+            stores[partition][0].put(segment.encode(), size.to_bytes())
+        for partition, next_offset in next_offsets.items():
+            if next_offset is not None:
+                sizes_gate.done(stores[partition][1], partition, next_offset - 1)
+        await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
+        await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
 
 
 def _profiles_here() -> int:

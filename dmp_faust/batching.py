@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event
 
 from dmp_faust.app import settings
 from dmp_faust.bulk import Records
@@ -78,18 +75,3 @@ def _encode_within(items: list[Any], limit: int) -> Iterator[bytes]:
     half = len(items) // 2
     yield from _encode_within(items[:half], limit)
     yield from _encode_within(items[half:], limit)
-
-
-@contextlib.contextmanager
-def as_current(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so table writes go to its partition.
-
-    Inside ``stream.take_events`` the current event is the last one taken; a
-    write for an earlier event of another partition would otherwise land in
-    the wrong changelog partition.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)

@@ -1,17 +1,21 @@
 """Table helpers shared by the agents: stream time and expiry sweeps.
 
-Both must run inside an agent's stream iteration: Faust writes a table's
-changelog to the partition of the event being processed, which is why a
-sweep deletes only keys of the partition whose event it is handling.
+Both work on one partition at a time: the partition of the input records a
+stage is handling, whose table partitions have the same number.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from faust.types import TP
 
 from dmp_faust.domain.windows import advance_stream_time
+
+log = logging.getLogger(__name__)
 
 
 def encode_int(value: int) -> bytes:
@@ -31,41 +35,39 @@ def header(headers: Any, name: str) -> bytes:
     return b""
 
 
+class Store(Protocol):
+    """A batch's view of one table partition (:class:`dmp_faust.bulk.TableWrites`)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes | None) -> None: ...
+
+
 class StreamClock:
     """Stream time of one pipeline stage, per partition, kept in a table.
 
     Kept in a table rather than only in memory so that it survives restarts
-    and moves with its partition to whichever worker owns it next. Writing
-    the table on every event would cost a changelog record per event, so it
-    is written when stream time enters a new second; the exact value is also
-    kept in memory. Stream time only grows, so a remembered value is never
-    ahead of the truth and ``max(memory, table, ts)`` is always right; after
-    a restart the stage resumes from the last whole second it stored.
+    and moves with its partition to whichever worker owns it next. It is read
+    and written through the batch's writes of the ``stream_times`` partition
+    with the same number as the stage's input partition, so it is stored once
+    per batch, with the batch's other writes.
     """
 
-    def __init__(self, table: Any, stage: str, persist_ms: int = 1000) -> None:
-        self.table = table
+    def __init__(self, stage: str) -> None:
         self.stage = stage
-        self.persist_ms = persist_ms
-        self._latest: dict[int, int] = {}
 
-    def _key(self, partition: int) -> str:
-        return f"{self.stage}:{partition}"
+    def key(self, partition: int) -> bytes:
+        return f"{self.stage}:{partition}".encode()
 
-    def get(self, partition: int) -> int | None:
-        stored = decode_int(self.table.get(self._key(partition)))
-        latest = self._latest.get(partition)
-        return stored if latest is None else advance_stream_time(stored, latest)
+    def get(self, store: Store, partition: int) -> int | None:
+        return decode_int(store.get(self.key(partition)))
 
-    def advance(self, partition: int, ts_ms: int) -> int:
-        """Take ``ts_ms`` into account and return the partition's stream time."""
-        stored = decode_int(self.table.get(self._key(partition)))
-        new = advance_stream_time(
-            advance_stream_time(stored, ts_ms), self._latest.get(partition, ts_ms)
-        )
-        self._latest[partition] = new
-        if stored is None or new // self.persist_ms > stored // self.persist_ms:
-            self.table[self._key(partition)] = encode_int(new)
+    def advance(self, store: Store, partition: int, ts_ms: int) -> int:
+        """Take ``ts_ms`` into account; return the partition's stream time."""
+        known = self.get(store, partition)
+        new = advance_stream_time(known, ts_ms)
+        if new != known:
+            store.put(self.key(partition), encode_int(new))
         return new
 
 
@@ -120,3 +122,84 @@ class Sweeper:
         else:
             self._cursor[partition] = None
         return expired
+
+
+class InputGate:
+    """Lets each input record of a stage through once, in offset order, whatever Faust does.
+
+    Faust 0.15 can hand an agent a partition's records with a hole in them
+    after a rebalance (queued records are dropped and the seek back to the
+    committed offset can fail), and then commit past the hole: those records
+    would never be processed. So each stage keeps, per input partition, the
+    offset of the next record it has to process, in its ``stream_times``
+    partition, written after the batch's other tables. A record below it was
+    processed already and is skipped; a record above it means a hole, and
+    the stage seeks its consumer back and skips until the hole's first record
+    arrives. After ``MAX_REWINDS`` seeks to the same offset the records are
+    taken as gone (deleted by retention) and the stage goes on, with an error
+    in the log.
+    """
+
+    MAX_REWINDS = 5
+    SKIP_BEFORE_SEEKING_AGAIN = 20_000
+
+    def __init__(self, stage: str, topic: Any) -> None:
+        self.stage = stage
+        self.topic = topic
+        self._rewinding: dict[int, int] = {}  # partition → the offset sought back to
+        self._skipped: dict[int, int] = {}  # records skipped since that seek
+        self._rewinds: dict[tuple[int, int], int] = {}
+        self._seeks: dict[int, int] = {}
+
+    def key(self, partition: int) -> bytes:
+        return f"{self.stage}:next:{partition}".encode()
+
+    def expected(self, store: Store, partition: int) -> int | None:
+        """The next offset the stage has to process (None: it never processed any)."""
+        return decode_int(store.get(self.key(partition)))
+
+    def admit(self, partition: int, offset: int, expected: int | None) -> bool:
+        """Whether to process the record at ``offset``, given the partition's next offset."""
+        if expected is None or offset == expected:
+            self._rewinding.pop(partition, None)
+            return True
+        if offset < expected:
+            return False  # processed already
+        if self._rewinding.get(partition) == expected:
+            # Records queued before the seek back still come; after many, seek again.
+            self._skipped[partition] = self._skipped.get(partition, 0) + 1
+            if self._skipped[partition] < self.SKIP_BEFORE_SEEKING_AGAIN:
+                return False
+        tries = self._rewinds.get((partition, expected), 0) + 1
+        self._rewinds[(partition, expected)] = tries
+        if tries > self.MAX_REWINDS:
+            log.error(
+                "%s: records %d..%d of partition %d never arrived; going on without them",
+                self.stage,
+                expected,
+                offset - 1,
+                partition,
+            )
+            return True
+        log.warning(
+            "%s: partition %d jumped from offset %d to %d; reading it again from %d",
+            self.stage,
+            partition,
+            expected,
+            offset,
+            expected,
+        )
+        self._rewinding[partition] = expected
+        self._skipped[partition] = 0
+        self._seeks[partition] = expected
+        return False
+
+    def done(self, store: Store, partition: int, last_offset: int) -> None:
+        """Record that the partition's records up to ``last_offset`` are processed."""
+        store.put(self.key(partition), encode_int(last_offset + 1))
+
+    async def rewind(self, consumer: Any) -> None:
+        """Seek back the partitions where a hole was seen."""
+        for partition, offset in self._seeks.items():
+            await consumer.seek(TP(self.topic.get_topic_name(), partition), offset)
+        self._seeks.clear()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from dmp_faust.state import FAUST_KEY_PREFIX, StreamClock, Sweeper
+from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper
 
 
 class FakeDB:
@@ -64,31 +65,77 @@ def test_sweeper_restarts_its_pass_after_the_last_key() -> None:
     assert sorted(db.data) == [b"b9"]
 
 
-class StoredTimes(dict[str, bytes]):
+class StoredTimes(dict[bytes, bytes]):
+    """A table partition as a batch sees it (``get``/``put``), counting writes."""
+
     writes = 0
 
-    def __setitem__(self, key: str, value: bytes) -> None:
-        StoredTimes.writes += 1
-        super().__setitem__(key, value)
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.writes += 1
+        assert value is not None
+        self[key] = value
 
 
 @pytest.mark.parametrize(
     ("times", "expected", "writes"),
     [
-        ([1_000, 1_500, 1_200], 1_500, 1),  # same second: written once
-        ([1_000, 2_000, 3_999], 3_999, 3),
-        ([5_000, 1_000], 5_000, 1),  # stream time never goes back
+        ([1_000, 1_500, 1_200], 1_500, 2),
+        ([5_000, 1_000], 5_000, 1),  # stream time never goes back, nor is written again
+        ([7_000], 7_000, 1),
     ],
 )
-def test_stream_clock_keeps_the_maximum_and_writes_once_per_second(
+def test_stream_clock_keeps_the_maximum_and_writes_only_when_it_moves(
     times: list[int], expected: int, writes: int
 ) -> None:
-    StoredTimes.writes = 0
-    table = StoredTimes()
-    clock = StreamClock(table, "stage")
+    store = StoredTimes()
+    clock = StreamClock("stage")
     for ts in times:
-        last = clock.advance(2, ts)
-    assert last == expected == clock.get(2)
-    assert StoredTimes.writes == writes
-    # a new process remembers nothing but what the table holds, to the second
-    assert StreamClock(table, "stage").get(2) // 1000 == expected // 1000
+        last = clock.advance(store, 2, ts)
+    assert last == expected == clock.get(store, 2)
+    assert store.writes == writes
+    assert store == {b"stage:2": str(expected).encode()}
+    # a new process (or the partition's next owner) reads exactly what was stored
+    assert StreamClock("stage").get(store, 2) == expected
+    assert StreamClock("stage").get(store, 3) is None
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+class FakeTopic:
+    def get_topic_name(self) -> str:
+        return "t.in"
+
+
+def test_input_gate_passes_records_once_in_order_and_seeks_back_over_a_hole() -> None:
+
+    gate, consumer, store = InputGate("stage", FakeTopic()), FakeConsumer(), StoredTimes()
+    assert gate.expected(store, 3) is None
+    assert gate.admit(3, 10, None)  # nothing processed yet: anything goes
+    gate.done(store, 3, 10)
+    assert gate.expected(store, 3) == 11
+    assert not gate.admit(3, 9, 11)  # processed already
+    assert gate.admit(3, 11, 11)
+    # a hole: 12..14 never came; the gate refuses 15 and asks for a seek back to 12
+    assert not gate.admit(3, 15, 12)
+    asyncio.run(gate.rewind(consumer))
+    assert [(tp.partition, offset) for tp, offset in consumer.seeks] == [(3, 12)]
+    assert not gate.admit(3, 16, 12)  # queued before the seek: skipped, no second seek
+    asyncio.run(gate.rewind(consumer))
+    assert len(consumer.seeks) == 1
+    assert gate.admit(3, 12, 12)  # the hole's first record, after the seek
+
+
+def test_input_gate_goes_on_when_the_missing_records_never_come() -> None:
+
+    gate, consumer = InputGate("stage", FakeTopic()), FakeConsumer()
+    gate.SKIP_BEFORE_SEEKING_AGAIN = 1
+    admitted = [gate.admit(0, 100, 50) for _ in range(InputGate.MAX_REWINDS + 1)]
+    asyncio.run(gate.rewind(consumer))
+    assert admitted == [False] * InputGate.MAX_REWINDS + [True]
+    assert consumer.seeks and all(offset == 50 for _, offset in consumer.seeks)
