@@ -26,6 +26,17 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
+# DMP_LOG_LEVEL → the name Faust's worker takes (it knows "warn", not "warning").
+LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "critical": "critical",
+}
+
+
 class SettingsError(ValueError):
     """A ``DMP_*`` variable holds a value the worker cannot run with."""
 
@@ -88,6 +99,12 @@ class Settings:
                 f"DMP_PROCESSING_GUARANTEE={guarantee!r}: expected one of {', '.join(GUARANTEES)}"
             )
         segments = env.get("DMP_SEGMENTS_FILE", "").strip()
+        log_level = text("DMP_LOG_LEVEL", cls.log_level).lower()
+        log_level = LOG_LEVELS.get(log_level, log_level)
+        if log_level not in LOG_LEVELS.values():
+            raise SettingsError(
+                f"DMP_LOG_LEVEL={log_level!r}: expected one of {', '.join(sorted(LOG_LEVELS))}"
+            )
         return cls(
             **_kafka_security(env),
             kafka_bootstrap=text("DMP_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
@@ -99,7 +116,7 @@ class Settings:
             api_token=env.get("DMP_API_TOKEN", "").strip() or None,
             processing_guarantee=guarantee,
             segments_file=Path(segments) if segments else None,
-            log_level=text("DMP_LOG_LEVEL", cls.log_level),
+            log_level=log_level,
             session_timeout_s=number("DMP_SESSION_TIMEOUT_S", cls.session_timeout_s, 6),
             max_body_bytes=number("DMP_COLLECT_MAX_BYTES", cls.max_body_bytes, 64 * 1024),
             dedup_horizon_ms=number("DMP_DEDUP_HORIZON_MS", cls.dedup_horizon_ms),

@@ -327,3 +327,16 @@ def test_debug_log_lines_lose_record_bytes_and_sasl_messages() -> None:
     assert "s3cret" not in record.getMessage() and "redacted" in record.getMessage()
     config = Settings.from_env({}).logging_config()
     assert set(config["loggers"]) == set(REDACTED_LOGGERS) and config["merge"] is True
+
+
+@pytest.mark.parametrize(
+    ("given", "faust_level"),
+    [("warning", "warn"), ("WARN", "warn"), ("Debug", "debug"), ("error", "error")],
+)
+def test_log_level_is_given_to_faust_in_its_own_spelling(given: str, faust_level: str) -> None:
+    assert Settings.from_env({"DMP_LOG_LEVEL": given}).log_level == faust_level
+
+
+def test_an_unknown_log_level_stops_the_worker_with_a_message() -> None:
+    with pytest.raises(SettingsError, match="DMP_LOG_LEVEL='loud'"):
+        Settings.from_env({"DMP_LOG_LEVEL": "loud"})
