@@ -1,0 +1,198 @@
+"""Compare what the workers serve with the independent expectation.
+
+Units: *lost* and *double-counted* are counts (events in a window or a
+profile, profiles in a segment, records in the accounting) below or above
+the expectation; *mismatched* are keys whose other values differ (revenue,
+unique users beyond the sketch's 2 %, ids, first/last seen, interests,
+segments, a profile answering for the wrong id).
+
+Each check says whether exactness is promised. Every table check is promised
+in both modes (the watermarks make replays idempotent, and every stage sends
+its output before it writes its tables; see docs/RELIABILITY.md), and so is
+the accounting read from the topics by distinct event. Copies of records on
+the output topics (a replay sends them again) and the Prometheus counters
+(per process) are reported, never promised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.chaos.cluster import Scraper
+from tests.chaos.model import CAMPAIGN_TYPES, Expected, timestamp_ms
+from tests.chaos.observe import TopicAccounting, get_many
+from tests.integration.support import Worker
+
+COUNT_FIELDS = {"impression": "impressions", "click": "clicks", "conversion": "conversions"}
+
+
+@dataclass
+class Check:
+    name: str
+    promised: bool
+    keys: int = 0
+    lost: int = 0
+    double: int = 0
+    mismatched: int = 0
+    note: str = ""
+    examples: list[str] = field(default_factory=list)
+
+    def count(self, expected: int, observed: int) -> None:
+        if observed < expected:
+            self.lost += expected - observed
+        elif observed > expected:
+            self.double += observed - expected
+
+    def example(self, text: str) -> None:
+        if len(self.examples) < 5:
+            self.examples.append(text)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.double or self.mismatched)
+
+
+def check_campaigns(expected: Expected, base: str, span: tuple[int, int]) -> Check:
+    check = Check("campaign windows", promised=True)
+    campaigns = sorted(expected.windows)
+    urls = [f"{base}/campaigns/{c}/stats?from={span[0]}&to={span[1]}" for c in campaigns]
+    for campaign, (status, body) in zip(campaigns, get_many(urls), strict=True):
+        windows = expected.windows[campaign]
+        if status != 200:
+            check.lost += sum(sum(w.counts.values()) for w in windows.values())
+            check.example(f"{campaign}: HTTP {status} {str(body)[:100]}")
+            continue
+        users: set[str] = set()
+        for row in body["windows"]:
+            start = timestamp_ms(row["start"])
+            window = windows.get(start)
+            check.keys += 1
+            counts = window.counts if window else {}
+            before = (check.lost, check.double)
+            for kind in CAMPAIGN_TYPES:
+                check.count(counts.get(kind, 0), row[COUNT_FIELDS[kind]])
+            if (check.lost, check.double) != before:
+                check.example(f"{campaign} {row['start']}: {row} expected {dict(counts)}")
+                continue
+            cents = window.revenue_cents if window else 0
+            truth = len(window.users) if window else 0
+            users |= window.users if window else set()
+            if round(row["revenue"] * 100) != cents or not near(row["unique_users"], truth):
+                check.mismatched += 1
+                check.example(
+                    f"{campaign} {row['start']}: revenue {row['revenue']} unique "
+                    f"{row['unique_users']}, expected {cents / 100} and {truth}"
+                )
+        if not near(body["totals"]["unique_users"], len(users)):
+            check.mismatched += 1
+            unique = body["totals"]["unique_users"]
+            check.example(f"{campaign} totals: unique users {unique}, expected {len(users)}")
+    return check
+
+
+def near(estimate: int, truth: int) -> bool:
+    """The contract's sketch bound: within 2 % (and 1 for tiny counts)."""
+    return abs(estimate - truth) <= max(1, 0.02 * truth)
+
+
+def check_profiles(expected: Expected, base: str) -> Check:
+    check = Check("profiles", promised=True)
+    lookups = expected.lookups()
+    ids = sorted(lookups)
+    answers = get_many([f"{base}/profiles/{i}" for i in ids])
+    for profile_id, (status, body) in zip(ids, answers, strict=True):
+        check.keys += 1
+        want = expected.profiles[lookups[profile_id]].view()
+        if status != 200:
+            check.lost += sum(want["counts"].values())
+            check.example(f"{profile_id}: HTTP {status} {str(body)[:100]}")
+            continue
+        for kind in set(want["counts"]) | set(body["counts"]):
+            check.count(want["counts"].get(kind, 0), body["counts"].get(kind, 0))
+        if body["counts"] != want["counts"]:
+            check.example(f"{profile_id}: counts {body['counts']} expected {want['counts']}")
+        elif body != want:
+            check.mismatched += 1
+            diff = {k: (body.get(k), want[k]) for k in want if body.get(k) != want[k]}
+            check.example(f"{profile_id}: {diff}")
+    bots = get_many([f"{base}/profiles/{b}" for b in expected.bots])
+    for bot, (status, body) in zip(expected.bots, bots, strict=True):
+        check.keys += 1
+        if status != 404:
+            check.double += sum(body.get("counts", {}).values()) if status == 200 else 0
+            check.mismatched += 0 if status == 200 else 1
+            check.example(f"bot {bot}: HTTP {status}, expected 404")
+    return check
+
+
+def check_segments(expected: Expected, base: str) -> Check:
+    check = Check("segment sizes", promised=True)
+    want = expected.segment_sizes()
+    status, body = get_many([f"{base}/segments"])[0]
+    if status != 200:
+        check.lost += sum(want.values())
+        check.example(f"GET /segments: HTTP {status}")
+        return check
+    got = {row["segment"]: row["size"] for row in body}
+    for segment, size in want.items():
+        check.keys += 1
+        check.count(size, got.get(segment, 0))
+        if got.get(segment) != size:
+            check.example(f"{segment}: {got.get(segment)} expected {size}")
+    return check
+
+
+def check_profile_gauge(expected: Expected, scraper: Scraper, live: list[Worker]) -> Check:
+    check = Check("dmp_profiles gauge", promised=True, keys=1)
+    observed = int(scraper.live_total("dmp_profiles", live))
+    check.count(len(expected.profiles), observed)
+    if not check.ok:
+        check.example(f"sum over live workers {observed}, expected {len(expected.profiles)}")
+    return check
+
+
+def check_accounting(expected: Expected, topics: TopicAccounting) -> Check:
+    """The accounting from the output topics: dead letters counted once per source
+    record, clean events once per event_id; duplicate + bot is what remains."""
+    check = Check("accounting (topics)", promised=True)
+    check.keys = 3
+    check.count(expected.received, topics.received)
+    for reason in set(expected.invalid) | set(topics.invalid):
+        check.keys += 1
+        check.count(expected.invalid.get(reason, 0), topics.invalid.get(reason, 0))
+        if expected.invalid.get(reason, 0) != topics.invalid.get(reason, 0):
+            check.example(
+                f"invalid {reason}: {topics.invalid.get(reason, 0)} "
+                f"expected {expected.invalid.get(reason, 0)}"
+            )
+    seen = set(topics.accepted_ids)
+    missing, extra = expected.accepted_ids - seen, seen - expected.accepted_ids
+    check.lost += len(missing)
+    check.double += len(extra)
+    if missing:
+        check.example(f"{len(missing)} accepted event ids missing, e.g. {sorted(missing)[:3]}")
+    if extra:
+        check.example(f"{len(extra)} event ids accepted that should not be: {sorted(extra)[:3]}")
+    rest = topics.received - sum(topics.invalid.values()) - len(seen)
+    check.count(expected.duplicate + expected.bot, rest)
+    check.note = (
+        f"replayed copies: events.clean {topics.clean_copies}, events.dlq "
+        f"{topics.dead_letter_copies}"
+    )
+    return check
+
+
+def counter_drift(expected: Expected, scraper: Scraper) -> list[dict[str, Any]]:
+    """Each accounting counter summed over every process lifetime (its last scrape)."""
+    rows = []
+    for name, want in (
+        ("received", expected.received),
+        ("invalid", sum(expected.invalid.values())),
+        ("duplicate", expected.duplicate),
+        ("bot", expected.bot),
+        ("accepted", expected.accepted),
+    ):
+        got = int(scraper.totals(f"dmp_events_{name}_total"))
+        rows.append({"counter": name, "expected": want, "summed": got, "drift": got - want})
+    return rows

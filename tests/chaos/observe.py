@@ -1,0 +1,176 @@
+"""What the chaos run reads from the outside: Kafka (produce, lag, output topics) and HTTP.
+
+Only the external interface: topic names under the prefix, the consumer group
+(the prefix), ``GET`` routes and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.chaos.load import Record
+from tests.integration.support import call
+
+INPUT_TOPICS: Final = (
+    "events.raw",
+    "events.valid",
+    "events.by_campaign",
+    "profiles.in",
+    "segments.deltas",
+)
+# The raw topic is read by the intake's consumer group, the rest by Faust's.
+INTAKE_TOPICS: Final = ("events.raw",)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
+    """Send ``records`` in order, idempotently (a retry never writes a record twice)."""
+
+    async def run() -> int:
+        logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=60_000,
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, r.value, key=r.key) for r in records]
+            await asyncio.gather(*futures)
+            return len(futures)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def group_lag(bootstrap: str, prefix: str, partitions: int) -> dict[str, tuple[int, int]]:
+    """Per input topic: (end offsets summed, committed offsets summed) of the group reading it
+    (``<prefix>-intake`` for the raw topic, ``<prefix>`` for the others)."""
+
+    async def run() -> dict[str, tuple[int, int]]:
+        tps = [TopicPartition(f"{prefix}.{t}", p) for t in INPUT_TOPICS for p in range(partitions)]
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await admin.start()
+        await consumer.start()
+        try:
+            intake = [tp for tp in tps if tp.topic.split(".", 1)[1] in INTAKE_TOPICS]
+            rest = [tp for tp in tps if tp not in intake]
+            committed = {
+                **await admin.list_consumer_group_offsets(f"{prefix}-intake", partitions=intake),
+                **await admin.list_consumer_group_offsets(prefix, partitions=rest),
+            }
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        out: dict[str, tuple[int, int]] = {}
+        for tp in tps:
+            done = committed[tp].offset if tp in committed else 0
+            end, total = ends.get(tp, 0), out.get(tp.topic.split(".", 1)[1], (0, 0))
+            out[tp.topic.split(".", 1)[1]] = (total[0] + end, total[1] + max(0, done))
+        return out
+
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    return asyncio.run(run())
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, committed_only: bool) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its end offsets at call time."""
+
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if committed_only else "read_uncommitted",
+            max_partition_fetch_bytes=8 * 2**20,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            records: list[Any] = []
+            while remaining:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+                for part in batch.values():
+                    records.extend(part)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+@dataclass
+class TopicAccounting:
+    """What the output topics say: dead letters by source record, clean events by id."""
+
+    received: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    dead_letter_copies: int = 0  # dead letters beyond one per source record
+    accepted_ids: Counter[str] = field(default_factory=Counter)  # event_id -> copies
+
+    @property
+    def clean_copies(self) -> int:
+        return sum(n - 1 for n in self.accepted_ids.values())
+
+
+def topic_accounting(
+    bootstrap: str, prefix: str, partitions: int, committed_only: bool
+) -> TopicAccounting:
+    out = TopicAccounting()
+    raw = read_topic(bootstrap, f"{prefix}.events.raw", partitions, committed_only)
+    out.received = len(raw)
+    sources: dict[tuple[int, int], str] = {}
+    for record in read_topic(bootstrap, f"{prefix}.events.dlq", partitions, committed_only):
+        letter = json.loads(record.value)
+        source = (letter["source"]["partition"], letter["source"]["offset"])
+        if source in sources:
+            out.dead_letter_copies += 1
+        sources[source] = letter["reason"]
+        base64.b64decode(letter["raw"])  # must be the original bytes, base64
+    out.invalid = Counter(sources.values())
+    for record in read_topic(bootstrap, f"{prefix}.events.clean", partitions, committed_only):
+        out.accepted_ids[json.loads(record.value)["event_id"]] += 1
+    return out
+
+
+# --- HTTP -------------------------------------------------------------------
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        return call("GET", url)
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def get_many(urls: list[str], threads: int = 12) -> list[tuple[int, Any]]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(get_json, urls))
+
+
+def health(base: str) -> dict[str, Any] | None:
+    status, body = get_json(base + "/health")
+    return body if status == 200 and isinstance(body, dict) else None
