@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from dmp_faust.app import app, metrics, settings
@@ -36,7 +37,7 @@ WINDOW_MS = settings.window_ms
 RETENTION_MS = settings.retention_ms
 TAKE_RECORDS = 64  # events.by_campaign records (each a batch of items) taken at once
 clock = StreamClock("campaign_stats")
-gate = InputGate("campaign_stats", campaign_events)
+gate = InputGate("campaign_stats", campaign_events, settings)
 
 
 def _expired(key: bytes, _value: bytes, stream_time: int) -> bool:
@@ -64,24 +65,12 @@ class _Partition:
 async def count_campaign_stats(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, _Partition] = {}
-        for event in events:
-            partition = event.message.partition
-            part = taken.get(partition)
-            if part is None:
-                times = TableWrites(app, stream_times, partition)
-                part = taken[partition] = _Partition(
-                    TableWrites(app, campaign_windows, partition),
-                    times,
-                    clock.get(times, partition),
-                    gate.expected(times, partition),
-                )
-            offset = event.message.offset
-            if not gate.admit(partition, offset, part.next_offset):
-                continue
+        for event in await gate.complete(events, partial(_open, taken)):
+            partition, offset = event.message.partition, event.message.offset
+            part = taken[partition]
             part.next_offset, part.processed = offset + 1, True
             source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
             _fold(part, partition, source_id, decode_campaign(event.value))
-        await gate.rewind(app.consumer)
         for partition, part in taken.items():
             if not part.processed or part.next_offset is None:
                 continue
@@ -92,6 +81,18 @@ async def count_campaign_stats(stream: Any) -> None:
             gate.done(part.times, partition, part.next_offset - 1)
         await asyncio.gather(*(part.windows.commit() for part in taken.values()))
         await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+
+
+def _open(taken: dict[int, _Partition], partition: int) -> int | None:
+    """Start on ``partition`` for this take; return its next input offset."""
+    times = TableWrites(app, stream_times, partition)
+    taken[partition] = _Partition(
+        TableWrites(app, campaign_windows, partition),
+        times,
+        clock.get(times, partition),
+        gate.expected(times, partition),
+    )
+    return taken[partition].next_offset
 
 
 def _fold(part: _Partition, partition: int, source_id: int, items: list[CampaignItem]) -> None:

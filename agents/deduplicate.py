@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from dmp_faust.app import app, metrics, settings
@@ -35,7 +36,7 @@ HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
 TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
 clock = StreamClock("deduplicate")
-gate = InputGate("deduplicate", valid_events)
+gate = InputGate("deduplicate", valid_events, settings)
 
 
 def _forgotten(_key: bytes, value: bytes, stream_time: int) -> bool:
@@ -66,24 +67,11 @@ async def deduplicate_events(stream: Any) -> None:
     campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, _Partition] = {}
-        for event in events:
+        for event in await gate.complete(events, partial(_open, taken, campaigns, commands)):
             partition, offset = event.message.partition, event.message.offset
-            part = taken.get(partition)
-            if part is None:
-                times = TableWrites(app, stream_times, partition)
-                part = taken[partition] = _Partition(
-                    TableWrites(app, seen_events, partition),
-                    times,
-                    clock.get(times, partition),
-                    gate.expected(times, partition),
-                    Outbox(campaigns),
-                    Outbox(commands),
-                )
-            if not gate.admit(partition, offset, part.next_offset):
-                continue
+            part = taken[partition]
             part.next_offset, part.processed = offset + 1, True
             _deduplicate(part, partition, offset, decode_valid(event.value), clean)
-        await gate.rewind(app.consumer)
         for partition, part in taken.items():
             if not part.processed or part.next_offset is None:
                 continue
@@ -101,6 +89,22 @@ async def deduplicate_events(stream: Any) -> None:
         await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
         for part in taken.values():
             metrics.accepted.inc(part.accepted)
+
+
+def _open(
+    taken: dict[int, _Partition], campaigns: Records, commands: Records, partition: int
+) -> int | None:
+    """Start on ``partition`` for this take; return its next input offset."""
+    times = TableWrites(app, stream_times, partition)
+    taken[partition] = _Partition(
+        TableWrites(app, seen_events, partition),
+        times,
+        clock.get(times, partition),
+        gate.expected(times, partition),
+        Outbox(campaigns),
+        Outbox(commands),
+    )
+    return taken[partition].next_offset
 
 
 def _deduplicate(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -56,8 +57,8 @@ FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
 TAKE_RECORDS = 64  # profiles.in records (each a batch of commands) taken at once
 clock = StreamClock("profiles")
-gate = InputGate("profiles", profile_commands)
-sizes_gate = InputGate("segment_sizes", segment_deltas)
+gate = InputGate("profiles", profile_commands, settings)
+sizes_gate = InputGate("segment_sizes", segment_deltas, settings)
 
 
 def segments_of(profile: pf.Profile) -> frozenset[str]:
@@ -137,28 +138,10 @@ async def build_profiles(stream: Any) -> None:
     changes = Records(app, segment_changes)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, Batch] = {}
-        for event in events:
-            partition = event.message.partition
-            batch = taken.get(partition)
-            if batch is None:
-                times = TableWrites(app, stream_times, partition)
-                batch = taken[partition] = Batch(
-                    partition,
-                    clock.get(times, partition) or 0,
-                    gate.expected(times, partition),
-                    times,
-                    TableWrites(app, profiles, partition),
-                    TableWrites(app, erasures, partition),
-                    TableWrites(app, profile_counts, partition),
-                    Outbox(forwards),
-                    Outbox(deltas),
-                )
-            offset = event.message.offset
-            if not gate.admit(partition, offset, batch.next_offset):
-                continue
-            batch.next_offset, batch.processed = offset + 1, True
+        for event in await gate.complete(events, partial(_open, taken, forwards, deltas)):
+            batch = taken[event.message.partition]
+            batch.next_offset, batch.processed = event.message.offset + 1, True
             _handle_record(batch, event, changes)
-        await gate.rewind(app.consumer)
         for partition, batch in taken.items():
             if not batch.processed or batch.next_offset is None:
                 continue
@@ -171,6 +154,25 @@ async def build_profiles(stream: Any) -> None:
         # the records would already reflect the commands and their output would be lost.
         await asyncio.gather(forwards.send(), deltas.send(), changes.send())
         await asyncio.gather(*(batch.store() for batch in taken.values()))
+
+
+def _open(
+    taken: dict[int, Batch], forwards: Records, deltas: Records, partition: int
+) -> int | None:
+    """Start on ``partition`` for this take; return its next input offset."""
+    times = TableWrites(app, stream_times, partition)
+    taken[partition] = Batch(
+        partition,
+        clock.get(times, partition) or 0,
+        gate.expected(times, partition),
+        times,
+        TableWrites(app, profiles, partition),
+        TableWrites(app, erasures, partition),
+        TableWrites(app, profile_counts, partition),
+        Outbox(forwards),
+        Outbox(deltas),
+    )
+    return taken[partition].next_offset
 
 
 def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
@@ -215,15 +217,10 @@ async def count_segment_sizes(stream: Any) -> None:
         stores: dict[int, tuple[TableWrites, TableWrites]] = {}  # sizes, times
         next_offsets: dict[int, int | None] = {}
         sizes: dict[tuple[int, str], GuardedCounter] = {}
-        for event in events:
-            partition, offset = event.message.partition, event.message.offset
-            if partition not in stores:
-                times = TableWrites(app, stream_times, partition)
-                stores[partition] = (TableWrites(app, segment_sizes, partition), times)
-                next_offsets[partition] = sizes_gate.expected(times, partition)
-            if not sizes_gate.admit(partition, offset, next_offsets[partition]):
-                continue
-            next_offsets[partition] = offset + 1
+
+        for event in await sizes_gate.complete(events, partial(_open_sizes, stores, next_offsets)):
+            partition = event.message.partition
+            next_offsets[partition] = event.message.offset + 1
             store = stores[partition][0]
             from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
             for item in decode_deltas(event.value):
@@ -231,7 +228,6 @@ async def count_segment_sizes(stream: Any) -> None:
                 if key not in sizes:
                     sizes[key] = GuardedCounter.from_bytes(store.get(item.segment.encode()))
                 sizes[key].apply_once((from_id, item.position), item.delta)
-        await sizes_gate.rewind(app.consumer)
         for (partition, segment), size in sizes.items():
             stores[partition][0].put(segment.encode(), size.to_bytes())
         for partition, next_offset in next_offsets.items():
@@ -239,6 +235,18 @@ async def count_segment_sizes(stream: Any) -> None:
                 sizes_gate.done(stores[partition][1], partition, next_offset - 1)
         await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
         await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
+
+
+def _open_sizes(
+    stores: dict[int, tuple[TableWrites, TableWrites]],
+    next_offsets: dict[int, int | None],
+    partition: int,
+) -> int | None:
+    """Start on ``partition`` of ``segments.deltas`` for this take; its next input offset."""
+    times = TableWrites(app, stream_times, partition)
+    stores[partition] = (TableWrites(app, segment_sizes, partition), times)
+    next_offsets[partition] = sizes_gate.expected(times, partition)
+    return next_offsets[partition]
 
 
 def _profiles_here() -> int:

@@ -8,8 +8,9 @@ thousand events at once would pay that a thousand times. Here:
 - :class:`Records` appends a batch's records for a topic into one aiokafka
   record batch per partition (``create_batch``/``send_batch``);
 - :class:`TableWrites` reads a batch's keys of one table partition with one
-  RocksDB multi-get, writes them with one ``WriteBatch``, sends their
-  changelog records as one record batch and stores the changelog offset once.
+  RocksDB multi-get, sends their changelog records as one record batch and,
+  once Kafka has them, writes them with one ``WriteBatch`` and stores the
+  changelog offset once.
 
 The guarantees are Faust's own: both wait until Kafka acknowledged the
 records before the agent goes on (so a failed send raises in the agent, and
@@ -89,8 +90,9 @@ class Records:
 class TableWrites:
     """One batch's reads and writes of one partition of a Faust table.
 
-    Reads see the batch's own writes. ``commit`` writes RocksDB once and sends
-    the changelog; nothing is visible in the table before it.
+    Reads see the batch's own writes. ``commit`` sends the changelog records,
+    waits for them to be acknowledged, then writes RocksDB once; nothing is
+    visible in the table before it.
     """
 
     def __init__(self, app: Any, table: Any, partition: int) -> None:
@@ -131,8 +133,14 @@ class TableWrites:
             changelog.add(self.partition, key, value)
         self._writes.clear()
         self._reads.clear()
+        # The changelog first: the local database must never hold what the changelog
+        # lacks. A replay after a crash finds such a write already applied and does not
+        # write it again, so the partition's next owner, which has only the changelog,
+        # would never see it. The other way round, a crash between the two leaves the
+        # write in the changelog, and recovery puts it in the database.
+        sent = await changelog.send()
         self._db.write(batch)
-        for partition, offset in (await changelog.send()).items():
+        for partition, offset in sent.items():
             self._persist(TP(self.table.changelog_topic.get_topic_name(), partition), offset)
 
     def _persist(self, tp: TP, offset: int) -> None:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from faust.types import TP
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dmp_faust.domain.windows import advance_stream_time
 
@@ -125,31 +125,23 @@ class Sweeper:
 
 
 class InputGate:
-    """Lets each input record of a stage through once, in offset order, whatever Faust does.
+    """Hands a stage each input record once, in offset order, whatever Faust delivers.
 
     Faust 0.15 can hand an agent a partition's records with a hole in them
-    after a rebalance (queued records are dropped and the seek back to the
-    committed offset can fail), and then commit past the hole: those records
-    would never be processed. So each stage keeps, per input partition, the
-    offset of the next record it has to process, in its ``stream_times``
-    partition, written after the batch's other tables. A record below it was
-    processed already and is skipped; a record above it means a hole, and
-    the stage seeks its consumer back and skips until the hole's first record
-    arrives. After ``MAX_REWINDS`` seeks to the same offset the records are
-    taken as gone (deleted by retention) and the stage goes on, with an error
-    in the log.
+    after a rebalance or a restart (queued records are dropped and the seek
+    back fails), and commit past the hole: those records would never be
+    processed. So each stage keeps, per input partition, the offset of the
+    next record it has to process, in its ``stream_times`` partition, written
+    after the batch's other tables. :meth:`complete` drops what is below it
+    (processed already) and reads a hole straight from Kafka with a consumer
+    of its own, so the stage sees every record exactly in order.
     """
 
-    MAX_REWINDS = 5
-    SKIP_BEFORE_SEEKING_AGAIN = 20_000
-
-    def __init__(self, stage: str, topic: Any) -> None:
+    def __init__(self, stage: str, topic: Any, settings: Any) -> None:
         self.stage = stage
         self.topic = topic
-        self._rewinding: dict[int, int] = {}  # partition → the offset sought back to
-        self._skipped: dict[int, int] = {}  # records skipped since that seek
-        self._rewinds: dict[tuple[int, int], int] = {}
-        self._seeks: dict[int, int] = {}
+        self.settings = settings
+        self._reader: Any = None
 
     def key(self, partition: int) -> bytes:
         return f"{self.stage}:next:{partition}".encode()
@@ -158,48 +150,69 @@ class InputGate:
         """The next offset the stage has to process (None: it never processed any)."""
         return decode_int(store.get(self.key(partition)))
 
-    def admit(self, partition: int, offset: int, expected: int | None) -> bool:
-        """Whether to process the record at ``offset``, given the partition's next offset."""
-        if expected is None or offset == expected:
-            self._rewinding.pop(partition, None)
-            return True
-        if offset < expected:
-            return False  # processed already
-        if self._rewinding.get(partition) == expected:
-            # Records queued before the seek back still come; after many, seek again.
-            self._skipped[partition] = self._skipped.get(partition, 0) + 1
-            if self._skipped[partition] < self.SKIP_BEFORE_SEEKING_AGAIN:
-                return False
-        tries = self._rewinds.get((partition, expected), 0) + 1
-        self._rewinds[(partition, expected)] = tries
-        if tries > self.MAX_REWINDS:
-            log.error(
-                "%s: records %d..%d of partition %d never arrived; going on without them",
-                self.stage,
-                expected,
-                offset - 1,
-                partition,
-            )
-            return True
-        log.warning(
-            "%s: partition %d jumped from offset %d to %d; reading it again from %d",
-            self.stage,
-            partition,
-            expected,
-            offset,
-            expected,
-        )
-        self._rewinding[partition] = expected
-        self._skipped[partition] = 0
-        self._seeks[partition] = expected
-        return False
-
     def done(self, store: Store, partition: int, last_offset: int) -> None:
         """Record that the partition's records up to ``last_offset`` are processed."""
         store.put(self.key(partition), encode_int(last_offset + 1))
 
-    async def rewind(self, consumer: Any) -> None:
-        """Seek back the partitions where a hole was seen."""
-        for partition, offset in self._seeks.items():
-            await consumer.seek(TP(self.topic.get_topic_name(), partition), offset)
-        self._seeks.clear()
+    async def complete(self, events: list[Any], expected: Callable[[int], int | None]) -> list[Any]:
+        """``events`` in offset order per partition, without those processed already,
+        and with the records of any hole read from Kafka and put in their place."""
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+        ordered: list[Any] = []
+        for partition, taken in by_partition.items():
+            taken.sort(key=lambda event: event.message.offset)
+            following = expected(partition)
+            for event in taken:
+                offset = event.message.offset
+                if following is not None and offset < following:
+                    continue  # processed already
+                if following is not None and offset > following:
+                    log.warning(
+                        "%s: partition %d jumped from offset %d to %d; reading the hole",
+                        self.stage,
+                        partition,
+                        following,
+                        offset,
+                    )
+                    ordered += await self._read(partition, following, offset)
+                ordered.append(event)
+                following = offset + 1
+        return ordered
+
+    async def _read(self, partition: int, start: int, stop: int) -> list[Any]:
+        """Records ``start`` to ``stop - 1`` of the partition, as Faust-like events."""
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                **self.settings.kafka_auth(),
+            )
+            await self._reader.start()
+        tp = TopicPartition(self.topic.get_topic_name(), partition)
+        self._reader.assign([tp])
+        self._reader.seek(tp, start)
+        records: list[Any] = []
+        while not records or records[-1].offset < stop - 1:
+            fetched = (await self._reader.getmany(tp, timeout_ms=5000)).get(tp, [])
+            if not fetched:
+                break
+            records += [r for r in fetched if r.offset < stop]
+        if not records or records[0].offset != start:
+            log.error(
+                "%s: records %d..%d of partition %d are gone (retention?); going on",
+                self.stage,
+                start,
+                stop - 1,
+                partition,
+            )
+        return [_Fetched(record) for record in records]
+
+
+class _Fetched:
+    """A record read by :class:`InputGate` itself, shaped like a Faust event."""
+
+    def __init__(self, record: Any) -> None:
+        self.message = record
+        self.value = record.value

@@ -99,12 +99,15 @@ def test_stream_clock_keeps_the_maximum_and_writes_only_when_it_moves(
     assert StreamClock("stage").get(store, 3) is None
 
 
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.seeks: list[tuple[Any, int]] = []
+class Message:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.partition, self.offset, self.value, self.headers = partition, offset, b"", []
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+
+class Event:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.message = Message(partition, offset)
+        self.value = b""
 
 
 class FakeTopic:
@@ -112,30 +115,39 @@ class FakeTopic:
         return "t.in"
 
 
-def test_input_gate_passes_records_once_in_order_and_seeks_back_over_a_hole() -> None:
+class ReadingGate(InputGate):
+    """The gate with Kafka replaced by a log of offsets per partition."""
 
-    gate, consumer, store = InputGate("stage", FakeTopic()), FakeConsumer(), StoredTimes()
-    assert gate.expected(store, 3) is None
-    assert gate.admit(3, 10, None)  # nothing processed yet: anything goes
+    def __init__(self, log: dict[int, list[int]]) -> None:
+        super().__init__("stage", FakeTopic(), settings=None)
+        self.log = log
+        self.reads: list[tuple[int, int, int]] = []
+
+    async def _read(self, partition: int, start: int, stop: int) -> list[Any]:
+        self.reads.append((partition, start, stop))
+        return [Event(partition, o) for o in self.log[partition] if start <= o < stop]
+
+
+def offsets(events: list[Any]) -> list[tuple[int, int]]:
+    return [(e.message.partition, e.message.offset) for e in events]
+
+
+def test_input_gate_drops_what_was_processed_and_reads_holes_in_order() -> None:
+    gate = ReadingGate({3: list(range(100)), 5: list(range(100))})
+    store = StoredTimes()
     gate.done(store, 3, 10)
     assert gate.expected(store, 3) == 11
-    assert not gate.admit(3, 9, 11)  # processed already
-    assert gate.admit(3, 11, 11)
-    # a hole: 12..14 never came; the gate refuses 15 and asks for a seek back to 12
-    assert not gate.admit(3, 15, 12)
-    asyncio.run(gate.rewind(consumer))
-    assert [(tp.partition, offset) for tp, offset in consumer.seeks] == [(3, 12)]
-    assert not gate.admit(3, 16, 12)  # queued before the seek: skipped, no second seek
-    asyncio.run(gate.rewind(consumer))
-    assert len(consumer.seeks) == 1
-    assert gate.admit(3, 12, 12)  # the hole's first record, after the seek
+    assert gate.expected(store, 5) is None
+    taken = [Event(3, 9), Event(3, 15), Event(3, 11), Event(5, 40), Event(5, 41)]
+    expected = {3: gate.expected(store, 3), 5: gate.expected(store, 5)}
+    ordered = asyncio.run(gate.complete(taken, expected.__getitem__))
+    # 9 was processed; 11 comes in order; 12..14 (the hole) are read; none processed yet on 5
+    assert offsets(ordered) == [(3, 11), (3, 12), (3, 13), (3, 14), (3, 15), (5, 40), (5, 41)]
+    assert gate.reads == [(3, 12, 15)]
 
 
-def test_input_gate_goes_on_when_the_missing_records_never_come() -> None:
-
-    gate, consumer = InputGate("stage", FakeTopic()), FakeConsumer()
-    gate.SKIP_BEFORE_SEEKING_AGAIN = 1
-    admitted = [gate.admit(0, 100, 50) for _ in range(InputGate.MAX_REWINDS + 1)]
-    asyncio.run(gate.rewind(consumer))
-    assert admitted == [False] * InputGate.MAX_REWINDS + [True]
-    assert consumer.seeks and all(offset == 50 for _, offset in consumer.seeks)
+def test_input_gate_goes_on_when_a_hole_cannot_be_read() -> None:
+    gate = ReadingGate({0: []})  # gone: deleted by retention
+    ordered = asyncio.run(gate.complete([Event(0, 100)], {0: 50}.__getitem__))
+    assert offsets(ordered) == [(0, 100)]
+    assert gate.reads == [(0, 50, 100)]
