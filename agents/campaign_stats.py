@@ -65,7 +65,7 @@ class _Partition:
 async def count_campaign_stats(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, _Partition] = {}
-        for event in await gate.complete(events, partial(_open, taken)):
+        for event in await gate.complete(events, partial(_open, taken), app.consumer):
             partition, offset = event.message.partition, event.message.offset
             part = taken[partition]
             part.next_offset, part.processed = offset + 1, True

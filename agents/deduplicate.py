@@ -67,7 +67,9 @@ async def deduplicate_events(stream: Any) -> None:
     campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, _Partition] = {}
-        for event in await gate.complete(events, partial(_open, taken, campaigns, commands)):
+        for event in await gate.complete(
+            events, partial(_open, taken, campaigns, commands), app.consumer
+        ):
             partition, offset = event.message.partition, event.message.offset
             part = taken[partition]
             part.next_offset, part.processed = offset + 1, True

@@ -138,7 +138,9 @@ async def build_profiles(stream: Any) -> None:
     changes = Records(app, segment_changes)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         taken: dict[int, Batch] = {}
-        for event in await gate.complete(events, partial(_open, taken, forwards, deltas)):
+        for event in await gate.complete(
+            events, partial(_open, taken, forwards, deltas), app.consumer
+        ):
             batch = taken[event.message.partition]
             batch.next_offset, batch.processed = event.message.offset + 1, True
             _handle_record(batch, event, changes)
@@ -218,7 +220,9 @@ async def count_segment_sizes(stream: Any) -> None:
         next_offsets: dict[int, int | None] = {}
         sizes: dict[tuple[int, str], GuardedCounter] = {}
 
-        for event in await sizes_gate.complete(events, partial(_open_sizes, stores, next_offsets)):
+        for event in await sizes_gate.complete(
+            events, partial(_open_sizes, stores, next_offsets), app.consumer
+        ):
             partition = event.message.partition
             next_offsets[partition] = event.message.offset + 1
             store = stores[partition][0]

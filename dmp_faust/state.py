@@ -154,9 +154,15 @@ class InputGate:
         """Record that the partition's records up to ``last_offset`` are processed."""
         store.put(self.key(partition), encode_int(last_offset + 1))
 
-    async def complete(self, events: list[Any], expected: Callable[[int], int | None]) -> list[Any]:
+    async def complete(
+        self, events: list[Any], expected: Callable[[int], int | None], consumer: Any
+    ) -> list[Any]:
         """``events`` in offset order per partition, without those processed already,
-        and with the records of any hole read from Kafka and put in their place."""
+        and with the records of any hole read from Kafka and put in their place.
+
+        Faust's ``consumer`` is told that a hole's offsets are done, or it would
+        never commit past them again (it commits acknowledged offsets in a row).
+        """
         by_partition: dict[int, list[Any]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
@@ -177,6 +183,8 @@ class InputGate:
                         offset,
                     )
                     ordered += await self._read(partition, following, offset)
+                    tp = TopicPartition(self.topic.get_topic_name(), partition)
+                    await consumer._add_gap(tp, following, offset - 1)  # Faust's own hole list
                 ordered.append(event)
                 following = offset + 1
         return ordered
