@@ -170,6 +170,11 @@ class InputGate:
         for partition, taken in by_partition.items():
             taken.sort(key=lambda event: event.message.offset)
             following = expected(partition)
+            tp = TopicPartition(self.topic.get_topic_name(), partition)
+            if following is not None and taken[0].message.offset != following:
+                # Faust skipped or repeated records: whatever it never delivered below
+                # the next offset is done too, or its commits would stop at the hole.
+                await consumer._add_gap(tp, 0, following - 1)
             for event in taken:
                 offset = event.message.offset
                 if following is not None and offset < following:
@@ -183,7 +188,6 @@ class InputGate:
                         offset,
                     )
                     ordered += await self._read(partition, following, offset)
-                    tp = TopicPartition(self.topic.get_topic_name(), partition)
                     await consumer._add_gap(tp, following, offset - 1)  # Faust's own hole list
                 ordered.append(event)
                 following = offset + 1
