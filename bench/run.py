@@ -92,7 +92,11 @@ def _with_broker(config: BenchConfig, root: Path) -> Results:
         if not config.scaling_events:
             return results
         say(f"scaling: {config.scaling_events:,} events per layout (partitions, workers)")
-        scaling = asyncio.run(measure_scaling(config, broker.bootstrap, root / "scaling"))
+        try:
+            scaling = asyncio.run(measure_scaling(config, broker.bootstrap, root / "scaling"))
+        except (Exception, KeyboardInterrupt) as exc:  # the other figures still stand
+            say(f"scaling failed: {type(exc).__name__}: {exc}")
+            return results
         for layout in scaling:
             say(
                 f"scaling: {layout.partitions} partitions, {layout.workers} workers: "

@@ -54,6 +54,7 @@ async def _one(
 ) -> Layout:
     prefix = f"scale{uuid.uuid4().hex[:8]}"
     events = config.scaling_events
+    root.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(provision, bootstrap, prefix, partitions, root / "provision")
     generated = bench_events(config, time.time_ns() // 1_000_000, events)
     await load_events(bootstrap, f"{prefix}.events.raw", generated)

@@ -50,7 +50,7 @@ class ChaosConfig:
     takeover_limit_s: float = 30.0
     broker_down_s: float = 5.0
     drain_timeout_s: float = 1800.0
-    assumed_rate: float = 1000.0  # ev/s, to aim the kills inside a chunk's processing
+    assumed_rate: float = 8000.0  # ev/s, to aim the kills inside a chunk's processing
     phases: str = "abc"  # which faults to inject (to find which one a discrepancy comes from)
 
 
