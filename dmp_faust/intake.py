@@ -25,7 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from dmp_faust.settings import Settings
@@ -81,11 +81,7 @@ class Intake(Service):
             max_poll_records=self.max_records,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(1000, session_ms // 3),
-            isolation_level=(
-                "read_committed"
-                if self.settings.processing_guarantee == "exactly_once"
-                else "read_uncommitted"
-            ),
+            isolation_level=self.settings.isolation_level,
         )
         self._consumer.subscribe([self.topic], listener=_CommitFirst(self))
         await self._consumer.start()
@@ -147,12 +143,17 @@ class Intake(Service):
         """The stream times committed with the offsets of newly assigned partitions."""
         if not tps:
             return
-        admin = AIOKafkaAdminClient(**self._client_options())
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-        finally:
-            await admin.close()
+        while True:
+            admin = AIOKafkaAdminClient(**self._client_options())
+            try:
+                await admin.start()
+                committed = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+                break
+            except KafkaError as exc:  # the broker is away: without these, wait for it
+                log.warning("intake: cannot read committed stream times (%s); retrying", exc)
+                await asyncio.sleep(1)
+            finally:
+                await admin.close()
         for tp in tps:
             found = committed.get(tp)
             self._stream_times[tp.partition] = decode_state(found.metadata if found else None)

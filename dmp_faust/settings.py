@@ -133,6 +133,12 @@ class Settings:
         return f"{self.topic_prefix}.{name}"
 
     @property
+    def isolation_level(self) -> str:
+        """What the project's own consumers read: under exactly-once, committed records only."""
+        committed = self.processing_guarantee == "exactly_once"
+        return "read_committed" if committed else "read_uncommitted"
+
+    @property
     def broker_url(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap.split(","))
 

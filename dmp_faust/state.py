@@ -6,16 +6,22 @@ stage is handling, whose table partitions have the same number.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from dmp_faust.domain.windows import advance_stream_time
 
 log = logging.getLogger(__name__)
+
+# How long the input gate waits in one fetch, and between "still waiting" warnings.
+READ_WAIT_MS = 1000
+READ_PATIENCE_S = 30.0
 
 
 def encode_int(value: int) -> bytes:
@@ -194,32 +200,65 @@ class InputGate:
         return ordered
 
     async def _read(self, partition: int, start: int, stop: int) -> list[Any]:
-        """Records ``start`` to ``stop - 1`` of the partition, as Faust-like events."""
-        if self._reader is None:
-            self._reader = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                enable_auto_commit=False,
-                **self.settings.kafka_auth(),
-            )
-            await self._reader.start()
+        """Records ``start`` to ``stop - 1`` of the partition, as Faust-like events.
+
+        Waits for them as long as it takes: the broker may be down or moving the
+        partition's leadership, and records not read here are never processed. Only
+        records Kafka itself no longer has (below the log start offset, deleted by
+        retention) are given up, with an error in the log.
+        """
+        reader = await self._started_reader()
         tp = TopicPartition(self.topic.get_topic_name(), partition)
-        self._reader.assign([tp])
-        self._reader.seek(tp, start)
+        reader.assign([tp])
+        reader.seek(tp, start)
         records: list[Any] = []
-        while not records or records[-1].offset < stop - 1:
-            fetched = (await self._reader.getmany(tp, timeout_ms=5000)).get(tp, [])
-            if not fetched:
-                break
-            records += [r for r in fetched if r.offset < stop]
-        if not records or records[0].offset != start:
+        waited = 0.0
+        # The position, not the last record: transaction markers take offsets too.
+        while await reader.position(tp) < stop:
+            fetched = (await reader.getmany(tp, timeout_ms=READ_WAIT_MS)).get(tp, [])
+            records += [record for record in fetched if record.offset < stop]
+            waited = 0.0 if fetched else waited + READ_WAIT_MS / 1000
+            if waited >= READ_PATIENCE_S:
+                log.warning(
+                    "%s: still waiting for records %d..%d of partition %d (%.0f s)",
+                    self.stage,
+                    start,
+                    stop - 1,
+                    partition,
+                    waited,
+                )
+                waited = 0.0
+        first = records[0].offset if records else stop
+        if first > start:
             log.error(
-                "%s: records %d..%d of partition %d are gone (retention?); going on",
+                "%s: records %d..%d of partition %d are gone (retention); going on",
                 self.stage,
                 start,
-                stop - 1,
+                first - 1,
                 partition,
             )
         return [_Fetched(record) for record in records]
+
+    async def _started_reader(self) -> Any:
+        """The gate's consumer, started; while the broker is unreachable, retried."""
+        while self._reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                # Below the log start, start at the log start: what is left of the hole.
+                auto_offset_reset="earliest",
+                isolation_level=self.settings.isolation_level,
+                **self.settings.kafka_auth(),
+            )
+            try:
+                await reader.start()
+            except KafkaError as exc:
+                log.warning("%s: cannot reach Kafka to read a hole (%s); retrying", self.stage, exc)
+                await reader.stop()
+                await asyncio.sleep(READ_WAIT_MS / 1000)
+            else:
+                self._reader = reader
+        return self._reader
 
 
 class _Fetched:
