@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+
+# A dotted quad as ``ipaddress`` accepts it: four decimal octets, no leading zeros.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
 def truncate_ip(ip: str | None) -> str | None:
@@ -16,8 +21,12 @@ def truncate_ip(ip: str | None) -> str | None:
     """
     if not ip:
         return None
+    ip = ip.strip()
+    quad = _IPV4.fullmatch(ip)
+    if quad is not None:  # the common case, without ipaddress' objects (~10x faster)
+        return f"{quad[1]}.{quad[2]}.{quad[3]}.0"
     try:
-        address = ipaddress.ip_address(ip.strip())
+        address = ipaddress.ip_address(ip)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

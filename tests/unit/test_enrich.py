@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dmp_faust.domain.enrich import (
     CleanEvent,
@@ -73,6 +77,32 @@ def test_truncate_ip(ip: str, truncated: str) -> None:
 )
 def test_truncate_ip_drops_what_is_not_an_address(ip: str | None) -> None:
     assert truncate_ip(ip) is None
+
+
+def _ipv4_slash_24(text: str) -> str | None:
+    """What ``ipaddress`` makes of ``text`` as an IPv4 address's /24 (None: not one)."""
+    try:
+        address = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        return None
+    return str(ipaddress.IPv4Network((address, 24), strict=False).network_address)
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.text(alphabet="0123456789. \t", max_size=20),
+        st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+        st.from_regex(r"\A0*[0-9]{1,3}\.0*[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z"),
+    )
+)
+def test_truncate_ip_dotted_quads_as_ipaddress_reads_them(text: str) -> None:
+    # The fast path for dotted quads must agree with ipaddress: same /24, same refusals.
+    expected = _ipv4_slash_24(text)
+    if expected is not None:
+        assert truncate_ip(text) == expected
+    elif ":" not in text:
+        assert truncate_ip(text) is None
 
 
 # --- UTM ----------------------------------------------------------------------------
