@@ -44,7 +44,7 @@ from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source
 from dmp_faust.domain.windows import advance_stream_time
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
-from dmp_faust.state import InputGate, StreamClock, decode_int, encode_int, header
+from dmp_faust.state import InputGate, StreamClock, header
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
 from dmp_faust.web import active_partitions
 from tables.erasures import erasures
@@ -81,7 +81,7 @@ class Batch:
     records: dict[str, pf.Profile | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     erased: dict[str, Watermarks] = field(default_factory=dict)
-    profiles_delta: int = 0
+    profiles_deltas: dict[int, int] = field(default_factory=dict)  # input offset -> delta
     processed: bool = False
 
     def prefetch(self, keys: list[str]) -> None:
@@ -101,14 +101,17 @@ class Batch:
             self.erased[key] = Watermarks.read(marks)[0]
         return self.erased[key]
 
-    def apply(self, key: str, outcome: Outcome) -> None:
+    def apply(self, key: str, outcome: Outcome, offset: int) -> None:
         if outcome.write:
             self.records[key] = outcome.record
             self.dirty.add(key)
         if outcome.erased is not None:
             self.erased[key] = outcome.erased
             self.dirty.add(key)
-        self.profiles_delta += outcome.profiles_delta
+        if outcome.profiles_delta:
+            self.profiles_deltas[offset] = (
+                self.profiles_deltas.get(offset, 0) + outcome.profiles_delta
+            )
 
     async def store(self) -> None:
         for key in self.dirty:
@@ -116,15 +119,24 @@ class Batch:
                 self.erasures.put(_erasure_key(key), self.erased[key].to_bytes())
             record = self.records[key]
             self.profiles.put(key.encode(), None if record is None else pf.to_bytes(record))
-        if self.profiles_delta:
+        if self.profiles_deltas:
+            # Guarded by the input offset each delta came from: a replay does not count
+            # again what a crashed take counted (see the order of the commits below).
             count_key = str(self.partition).encode()
-            count = decode_int(self.counts.get(count_key)) or 0
-            self.counts.put(count_key, encode_int(count + self.profiles_delta))
+            count = GuardedCounter.from_bytes(self.counts.get(count_key))
+            here_id = source_id(PROFILES_STREAM, self.partition)
+            for offset, delta in sorted(self.profiles_deltas.items()):
+                count.apply_once((here_id, offset), delta)
+            self.counts.put(count_key, count.to_bytes())
         if not self.processed or self.next_offset is None:
             return
         clock.advance(self.times, self.partition, self.stream_time)
         gate.done(self.times, self.partition, self.next_offset - 1)
-        await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.counts.commit())
+        # The count before the profiles: after a crash between the two, the replay finds
+        # these offsets counted and skips them. The other way round (or at once), it would
+        # find profiles created already, count 0 for them, and the count would fall short.
+        await self.counts.commit()
+        await asyncio.gather(self.profiles.commit(), self.erasures.commit())
         await self.times.commit()  # the gate last: what it lets by is in the tables
 
 
@@ -198,7 +210,7 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
             batch.erased_marks(item.key),
         )
         outcome = handle(item.key, batch.record(item.key), item.command, context)
-        batch.apply(item.key, outcome)
+        batch.apply(item.key, outcome, offset)
         for target, command in outcome.sends:
             batch.forward.add(target, CommandItem(target, here[1], command))
         _segment_changes(item.key, outcome, here[1], batch, changes)
@@ -255,7 +267,8 @@ def _open_sizes(
 
 def _profiles_here() -> int:
     return sum(
-        decode_int(profile_counts.get(str(p))) or 0 for p in active_partitions(profile_commands)
+        GuardedCounter.from_bytes(profile_counts.get(str(p))).value
+        for p in active_partitions(profile_commands)
     )
 
 

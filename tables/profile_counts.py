@@ -1,5 +1,7 @@
 """Number of canonical profiles per partition (key: the partition number as
-text; value: ASCII digits), for the ``dmp_profiles`` gauge without a scan."""
+text; value: a :class:`~dmp_faust.domain.counter.GuardedCounter`, guarded by
+the ``profiles.in`` offsets it counted), for the ``dmp_profiles`` gauge
+without a scan."""
 
 from __future__ import annotations
 
