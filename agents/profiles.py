@@ -124,9 +124,7 @@ class Batch:
             # again what a crashed take counted (see the order of the commits below).
             count_key = str(self.partition).encode()
             count = GuardedCounter.from_bytes(self.counts.get(count_key))
-            here_id = source_id(PROFILES_STREAM, self.partition)
-            for offset, delta in sorted(self.profiles_deltas.items()):
-                count.apply_once((here_id, offset), delta)
+            count.apply_offsets(source_id(PROFILES_STREAM, self.partition), self.profiles_deltas)
             self.counts.put(count_key, count.to_bytes())
         if not self.processed or self.next_offset is None:
             return

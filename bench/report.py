@@ -70,13 +70,14 @@ SCALING_NOTE = """### Reading the scaling table, and the plan for a cluster
 Each row is a fresh prefix with that many partitions, the same events, and
 that many workers started together (see `bench/scaling.py`). On this
 machine the broker and every worker share two cores, so a second worker
-cannot add a core: it splits the partitions, and the rate drops (0.58 of one
-worker in the last run) because two processes compete for the same cores
+cannot add a core: it splits the partitions, and the rate drops (the last
+row, against the first) because two processes compete for the same cores
 with the broker, each pays its own fixed costs, and the two joining the group
 rebalance inside the timed drain. What the rows do show is that the work
 divides: every partition of every topic is owned by exactly one worker,
-which is all that scaling out needs. 4 and 8 partitions cost the same on one
-worker; 16 cost a quarter more (more, smaller batches and twice the RocksDB
+which is all that scaling out needs. On one worker, 4 and 8 partitions run
+at about the same rate (within about 10 % in the runs so far) and 16 at
+about three quarters of it (more, smaller batches and twice the RocksDB
 databases).
 
 Partitions are the unit of parallelism: a worker processes the partitions

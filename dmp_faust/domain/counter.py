@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -22,6 +23,12 @@ class GuardedCounter:
         self.value += delta
         self.applied.advance(*source)
         return True
+
+    def apply_offsets(self, source: int, deltas: Mapping[int, int]) -> None:
+        """Apply the deltas of one source's records (offset -> delta), in offset order,
+        each at most once: a replay of a longer run of records adds only the new ones."""
+        for offset, delta in sorted(deltas.items()):
+            self.apply_once((source, offset), delta)
 
     def to_bytes(self) -> bytes:
         return _SIZE.pack(self.value) + self.applied.to_bytes()

@@ -133,6 +133,20 @@ def test_counter_applies_each_source_once() -> None:
     assert size.applied == Watermarks({1: 11, 2: 0})
 
 
+def test_counter_counts_a_replayed_longer_take_once() -> None:
+    # The profile count of one profiles.in partition (source 5). A take of offsets
+    # 10..12 created three profiles; its count was committed, then the worker died
+    # before the profiles were (all) written. The replay takes 10..14, finds the
+    # profile of offset 11 written already (no creation there now) and creates two
+    # more at 13 and 14: only those two are new to the count.
+    count = GuardedCounter()
+    count.apply_offsets(5, {10: 1, 11: 1, 12: 1})
+    count.apply_offsets(5, {10: 1, 12: 1, 13: 1, 14: 1})
+    assert count.value == 5
+    count.apply_offsets(5, {15: -1, 16: 1, 18: -1})  # an erasure, a profile, a merge
+    assert (count.value, count.applied) == (4, Watermarks({5: 18}))
+
+
 def test_counter_round_trip() -> None:
     size = GuardedCounter()
     size.apply_once((source_id(1, 3), 7), -4)
