@@ -123,7 +123,7 @@ class Batch:
             # Guarded by the input offset each delta came from: a replay does not count
             # again what a crashed take counted (see the order of the commits below).
             count_key = str(self.partition).encode()
-            count = GuardedCounter.from_bytes(self.counts.get(count_key))
+            count = GuardedCounter.from_stored(self.counts.get(count_key))
             count.apply_offsets(source_id(PROFILES_STREAM, self.partition), self.profiles_deltas)
             self.counts.put(count_key, count.to_bytes())
         if not self.processed or self.next_offset is None:
@@ -265,7 +265,7 @@ def _open_sizes(
 
 def _profiles_here() -> int:
     return sum(
-        GuardedCounter.from_bytes(profile_counts.get(str(p))).value
+        GuardedCounter.from_stored(profile_counts.get(str(p))).value
         for p in active_partitions(profile_commands)
     )
 

@@ -40,3 +40,15 @@ class GuardedCounter:
         (value,) = _SIZE.unpack_from(data)
         applied, _ = Watermarks.read(data, _SIZE.size)
         return cls(value, applied)
+
+    @classmethod
+    def from_stored(cls, data: bytes | None) -> GuardedCounter:
+        """Like :meth:`from_bytes`, and also reads a plain count in ASCII digits, as
+        ``profile_counts`` held before it was guarded, as that count, unguarded.
+
+        A guarded counter never looks like one: its first 8 bytes, the value in
+        little-endian, would all be digits only for values above 3.4e18.
+        """
+        if data and data.isdigit():
+            return cls(int(data))
+        return cls.from_bytes(data)

@@ -157,6 +157,15 @@ def test_counter_round_trip() -> None:
     assert not back.apply_once((source_id(1, 3), 7), -4)
 
 
+def test_counter_reads_a_plain_count_as_stored_before_it_was_guarded() -> None:
+    legacy = GuardedCounter.from_stored(b"1207")
+    assert legacy == GuardedCounter(1207, Watermarks())
+    assert legacy.apply_once((3, 0), -1)
+    guarded = GuardedCounter(0x3030, Watermarks({1: 0x3939}))  # digits in its bytes
+    assert GuardedCounter.from_stored(guarded.to_bytes()) == guarded
+    assert GuardedCounter.from_stored(None) == GuardedCounter()
+
+
 @pytest.mark.parametrize("raw", [None, b""])
 def test_counter_from_nothing_is_zero(raw: bytes | None) -> None:
     assert GuardedCounter.from_bytes(raw) == GuardedCounter(0, Watermarks())
