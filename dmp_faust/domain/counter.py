@@ -1,4 +1,4 @@
-"""A counter folded from +1/-1 deltas, guarded by source watermarks (segment sizes)."""
+"""A counter of +1/-1 deltas, guarded by source watermarks (segment sizes, profile counts)."""
 
 from __future__ import annotations
 
