@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dmp_faust.settings import Settings
 from dmp_faust.state import InputGate
 from tests.chaos.cluster import Broker
+from tests.integration.support import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +54,7 @@ class Consumer:
 
 
 async def _fill(bootstrap: str, records: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, TOPIC, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dmp_faust import kafka_local
 from dmp_faust.kafka_local import BrokerInfo
-from tests.integration.support import free_port
+from tests.integration.support import create_topic, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerInfo]:
 
 async def _round_trip(bootstrap: str, topic: str) -> tuple[bytes | None, bytes | None]:
     """Create ``topic``, produce one record to it, and read it back."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, 2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
