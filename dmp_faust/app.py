@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.web.base import BlueprintManager
 from prometheus_client import REGISTRY
 
 from dmp_faust.domain.segments import load_rules
@@ -60,7 +61,21 @@ app = faust.App(
     autodiscover=["agents", "tables", "dmp_faust.views"],
     origin="dmp_faust",
     web_application_options={"middlewares": [json_errors]},
+    # None of Faust's own web pages: /table/ reads any table key (personal data, no
+    # token), /router/ lists the cluster, / and /stats/ and /graph/ show internals.
+    # Routing is ours (dmp_faust/web.py). Set here, so no APP_WEB_* variable can turn
+    # them back on.
+    web_tables_enabled=False,
+    web_router_enabled=False,
+    web_stats_enabled=False,
+    web_graph_enabled=False,
+    web_metrics_enabled=False,
 )
+# With its statistics off, Faust mounts a "production index" at / that no setting
+# turns off; and a later Faust may add pages of its own. So no Faust blueprint is
+# applied at all: every route a worker serves is one of ours (an @app.page), which
+# tests/integration/test_security.py checks against its list of routes.
+app.web.blueprints = BlueprintManager()
 
 metrics = Metrics.create(REGISTRY)
 setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")

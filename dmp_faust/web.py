@@ -9,6 +9,7 @@ from Faust's partition assignment of the table's changelog.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from aiohttp import ClientError, ClientTimeout, web
@@ -16,6 +17,8 @@ from aiohttp import ClientError, ClientTimeout, web
 from dmp_faust.app import app, settings
 from dmp_faust.batching import partition_for
 from dmp_faust.responses import HttpError
+
+log = logging.getLogger(__name__)
 
 _PROXY_TIMEOUT = ClientTimeout(total=10)
 _FORWARDED_HEADERS = ("Authorization", "Accept")
@@ -81,3 +84,19 @@ async def route_to_owner(
             )
     except (ClientError, TimeoutError) as exc:
         raise HttpError(503, "unavailable", f"owner {url} did not answer: {exc}") from exc
+
+
+# --- the route table, in the log ------------------------------------------------------
+
+
+async def _log_routes(web_app: web.Application) -> None:
+    """Every route this worker serves, once the router is final (tests read it)."""
+    routes = sorted(
+        f"{route.method} {route.resource.canonical}"
+        for route in web_app.router.routes()
+        if route.resource is not None
+    )
+    log.info("serving HTTP routes: %s", ", ".join(routes))
+
+
+app.web.web_app.on_startup.append(_log_routes)  # type: ignore[attr-defined]

@@ -1,6 +1,11 @@
-"""Kafka security end to end: a broker with SASL and TLS listeners, and clients of every kind.
+"""What a worker serves over HTTP, and Kafka security end to end.
 
-The module starts its own broker (the project's ``kafka_local``) with a
+HTTP: every route the running worker registers (it logs its route table when
+its web server starts) is either one this project means to serve, with the
+protection listed in :data:`MEANT`, or answers 404. A route a dependency
+adds (Faust's ``/table/`` and ``/router/`` pages were such routes) fails here.
+
+Kafka: the module starts its own broker (the project's ``kafka_local``) with a
 PLAINTEXT listener, which only the broker itself uses, and three more:
 SASL_PLAINTEXT and SASL_SSL (mechanism PLAIN) and SSL, with a certificate
 for 127.0.0.1 signed by a throw-away CA made with ``openssl``. A client is
@@ -12,7 +17,9 @@ opens (bootstrap, partition leaders, group coordinator) goes through it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from dmp_faust import kafka_local
 from dmp_faust.provision import ProvisionError, TopicSpec, ensure_topics
 from dmp_faust.settings import Settings
+from tests.integration.conftest import WorkerFactory
 from tests.integration.events import T0, encode, event
 from tests.integration.support import PROJECT, Worker, call, free_port, metrics, wait_until
 
@@ -181,7 +189,106 @@ def _produce(env: dict[str, str], topic: str, values: list[bytes]) -> None:
     asyncio.run(run())
 
 
-# --- the tests -------------------------------------------------------------------
+# --- the routes a worker serves ---------------------------------------------------
+
+API_TOKEN = "tok-routes-5Ux"
+OPEN, NEEDS_TOKEN = "open", "token"
+# Every route a worker is meant to serve, and who may call it. /erasures is listed
+# for when it exists: only the routes a worker actually registers are probed.
+MEANT = {
+    ("POST", "/collect"): OPEN,
+    ("GET", "/health"): OPEN,
+    ("GET", "/metrics"): OPEN,
+    ("GET", "/campaigns/{campaign_id}/stats"): OPEN,
+    ("GET", "/segments"): OPEN,
+    ("GET", "/segments/{segment_id}"): OPEN,
+    ("GET", "/profiles/{profile_id}"): NEEDS_TOKEN,
+    ("DELETE", "/profiles/{profile_id}"): NEEDS_TOKEN,
+    ("GET", "/frequency/{profile_id}/{campaign_id}"): NEEDS_TOKEN,
+    ("GET", "/erasures/{erasure_id}"): NEEDS_TOKEN,
+}
+SAMPLES = {"profile_id": "user-sec-1", "campaign_id": "cmp-sec", "segment_id": "engaged"}
+# Faust's own pages (faust-streaming 0.15): all must be gone.
+FAUST_PAGES = [
+    "/",
+    "/table/",
+    "/table/profiles/",
+    "/table/profiles/user-sec-1/",
+    "/table/profiles/anon-sec-1/",
+    "/router/",
+    "/router/topics",
+    "/router/profiles/",
+    "/router/profiles/user-sec-1/",
+    "/stats/",
+    "/assignment/",
+    "/graph/",
+    "/performance/",
+]
+
+
+def served_routes(worker: Worker) -> set[tuple[str, str]]:
+    """(method, route) of every route the worker's web server registered, from its log."""
+    text = worker.log_path.read_text(errors="replace")
+    found = re.findall(r"serving HTTP routes: (.*)$", text, re.MULTILINE)
+    assert found, "the worker did not log its routes"
+    pairs = (route.split(" ", 1) for route in found[-1].strip().split(", "))
+    return {(method, path) for method, path in pairs}
+
+
+def _status(worker: Worker, method: str, path: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return call(method, worker.url + path, headers=headers)[0]
+
+
+def _protection(method: str, route: str) -> str | None:
+    """How (method, route) is meant to be protected; None: not meant to be served.
+    HEAD, which Faust adds to every view, is as protected as the view's GET."""
+    meant = MEANT.get((method, route))
+    if meant is None and method == "HEAD":
+        meant = MEANT.get(("GET", route))
+    return meant
+
+
+def test_every_route_a_worker_serves_is_meant_and_guarded(make_worker: WorkerFactory) -> None:
+    worker = make_worker(DMP_API_TOKEN=API_TOKEN).start()
+    link = event("identify", T0, "anon-sec-1", user_id="user-sec-1")
+    headers = {"Content-Type": "application/json"}
+    assert call("POST", worker.url + "/collect", encode(link), headers)[0] == 202
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    wait_until(
+        lambda: call("GET", worker.url + "/profiles/anon-sec-1", headers=auth)[0] == 200,
+        60,
+        "the profile, so that a route leaking it has something to leak",
+    )
+    routes = served_routes(worker)
+    assert ("GET", "/health") in routes and ("GET", "/profiles/{profile_id}") in routes
+    unmeant = []
+    # DELETE last: it erases the profile the other routes could leak.
+    for method, route in sorted(routes, key=lambda r: (r[0] == "DELETE", r)):
+        path = re.sub(r"\{(\w+)\}", lambda m: SAMPLES.get(m.group(1), "probe"), route)
+        protection = _protection(method, route)
+        if protection is None:
+            # Not meant: it must not answer anything. HEAD of a view without GET: 405.
+            allowed = {404, 405} if method == "HEAD" else {404}
+            statuses = {_status(worker, method, path, token) for token in (None, API_TOKEN)}
+            if not statuses <= allowed:
+                unmeant.append(f"{method} {route} answers {sorted(statuses)}")
+        elif protection == NEEDS_TOKEN:
+            for token in (None, "wrong-token", API_TOKEN.upper()):
+                assert _status(worker, method, path, token) == 401, (method, route, token)
+            assert _status(worker, method, path, API_TOKEN) != 401, (method, route)
+        else:
+            status = _status(worker, method, path, None)
+            assert status != 401 and status < 500, (method, route, status)
+    assert not unmeant, "routes served that are not meant to be: " + "; ".join(unmeant)
+    for path in FAUST_PAGES:
+        for token in (None, API_TOKEN):
+            status, body = call("GET", worker.url + path, headers=auth if token else {})
+            assert status == 404, (path, token, body)
+            assert "anon-sec-1" not in json.dumps(body)
+
+
+# --- Kafka security --------------------------------------------------------------
 
 
 def test_worker_runs_end_to_end_over_sasl_only(secure_kafka: SecureBroker, tmp_path: Path) -> None:
