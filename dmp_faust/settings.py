@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dmp_faust.domain.routing import derive_secret
+
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
@@ -50,6 +52,8 @@ class Settings:
     web_port: int = 6066
     data_dir: Path = Path("./var")
     api_token: str | None = field(default=None, repr=False)
+    # Signs the routing header between workers; see routing_secret().
+    cluster_secret: str | None = field(default=None, repr=False)
     processing_guarantee: str = "at_least_once"
     segments_file: Path | None = None
     log_level: str = "info"
@@ -114,6 +118,7 @@ class Settings:
             web_port=number("DMP_WEB_PORT", cls.web_port, 1, 65535),
             data_dir=Path(text("DMP_DATA_DIR", str(cls.data_dir))),
             api_token=env.get("DMP_API_TOKEN", "").strip() or None,
+            cluster_secret=env.get("DMP_CLUSTER_SECRET", "").strip() or None,
             processing_guarantee=guarantee,
             segments_file=Path(segments) if segments else None,
             log_level=log_level,
@@ -127,6 +132,21 @@ class Settings:
     def app_id(self) -> str:
         """Faust application id: the consumer group and the prefix of changelogs."""
         return self.topic_prefix
+
+    def routing_secret(self) -> bytes:
+        """The key of the routing header's HMAC (:mod:`dmp_faust.domain.routing`).
+
+        ``DMP_CLUSTER_SECRET`` when set. Else derived from ``DMP_API_TOKEN``,
+        which every worker of a cluster already shares, so a cluster with a
+        token is protected without a second secret. Else derived from the app
+        id: the same on every worker, so routing works out of the box, but no
+        secret (and without a token every route is open anyway).
+        """
+        if self.cluster_secret is not None:
+            return self.cluster_secret.encode()
+        if self.api_token is not None:
+            return derive_secret("token:" + self.api_token)
+        return derive_secret("app:" + self.app_id)
 
     def topic(self, name: str) -> str:
         """Full name of one of the app's topics, e.g. ``topic("events.raw")``."""
