@@ -18,23 +18,36 @@ HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HttpError(Exception):
     """Raised by a view to answer ``{"error": code, "detail": detail}``."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers or {}
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
+def unavailable(detail: str, retry_after_s: int = 1) -> HttpError:
+    """503 with ``Retry-After``: the answer exists, but not here or not yet."""
+    return HttpError(503, "unavailable", detail, {"Retry-After": str(retry_after_s)})
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
         status=status,
         content_type="application/json",
+        headers=headers,
     )
 
 
-def error_response(status: int, code: str, detail: str) -> web.Response:
-    return json_response({"error": code, "detail": detail}, status)
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": code, "detail": detail}, status, headers)
 
 
 _CODES = {
@@ -53,7 +66,7 @@ async def json_errors(request: web.Request, handler: HANDLER) -> web.StreamRespo
     try:
         return await handler(request)
     except HttpError as exc:
-        return error_response(exc.status, exc.code, exc.detail)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,28 +1,64 @@
-"""Routing of a key lookup to the worker that owns the key.
+"""Routing of a key lookup to the worker that owns the key, and when to answer it.
 
-A key lookup must be answered by the worker that owns the key's partition.
-The partition is computed with Kafka's default partitioner (murmur2 of the
-key bytes, as the producers of the keyed topics use), and the owner comes
-from Faust's partition assignment of the table's changelog.
+A key lookup must be answered by the worker that owns the key's partition,
+once that partition is restored there. The partition is computed with
+Kafka's default partitioner (murmur2 of the key bytes, as the producers of
+the keyed topics use), and the owner comes from Faust's partition assignment
+of the table's changelog: the URLs the members of this app's consumer group
+announced, so a lookup (and the bearer token with it) only ever goes to a
+member of this cluster.
+
+Rules, in this order:
+
+- owner unknown (a rebalance is on): 503 with ``Retry-After``;
+- owner is this worker: answered here, but only if the partition is one of
+  this worker's active partitions and every table is restored
+  (:func:`readiness`); else 503, never a 404 from a table still filling;
+- owner is another worker, and the request came from a client: proxied to
+  the owner with a signed routing header (:mod:`dmp_faust.domain.routing`),
+  hop count 1;
+- owner is another worker, and the request was routed here (valid header):
+  never forwarded again. Its own key moved meanwhile: 503. A continuation
+  under another key (an anonymous id linked to a user owned elsewhere): a
+  ``307`` with ``X-Dmp-Continue`` for the worker that proxied it, which
+  routes the continuation itself, at most :data:`MAX_CONTINUATIONS` times.
+
+So every proxied request crosses exactly one hop, and no request can loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import ClientError, ClientTimeout, web
+from faust.types import TP
+from yarl import URL
 
 from dmp_faust.app import app, settings
 from dmp_faust.batching import partition_for
-from dmp_faust.responses import HttpError
+from dmp_faust.clock import wall_ms
+from dmp_faust.domain.routing import ROUTE_HEADER, sign, verify
+from dmp_faust.responses import HttpError, unavailable
+from dmp_faust.state import InputGate
+from dmp_faust.topics import campaign_events, profile_commands, segment_deltas
+from tables.stream_times import stream_times
 
 log = logging.getLogger(__name__)
 
 _PROXY_TIMEOUT = ClientTimeout(total=10)
 _FORWARDED_HEADERS = ("Authorization", "Accept")
-_ROUTED_HEADER = "X-Dmp-Routed"
+CONTINUE_HEADER = "X-Dmp-Continue"
+# Links a lookup follows (an anonymous id to its user): one in a consistent table;
+# the second allows for a link that changed while the lookup was under way.
+MAX_CONTINUATIONS = 2
+_SECRET = settings.routing_secret()
+_WARN_EVERY_S = 60.0
+_last_warning = [0.0]
 
 
 def require_token(request: Any) -> None:
@@ -44,6 +80,10 @@ def active_partitions(topic: Any) -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
+def own_url() -> str:
+    return str(app.conf.canonical_url).rstrip("/")
+
+
 def owner_url(table: Any, partition: int) -> str | None:
     """Base URL of the worker that holds ``partition`` of ``table`` as active."""
     topic = table.changelog_topic.get_topic_name()
@@ -53,37 +93,265 @@ def owner_url(table: Any, partition: int) -> str | None:
     return None
 
 
+def hops(request: Any) -> int:
+    """How many workers ``request`` crossed: 0 unless it bears a valid routing header."""
+    value = request.headers.get(ROUTE_HEADER)
+    hop = verify(_SECRET, value, request.method, request.raw_path, wall_ms())
+    if value and not hop and time.monotonic() - _last_warning[0] > _WARN_EVERY_S:
+        _last_warning[0] = time.monotonic()
+        log.warning(
+            "a request to %s bore a routing header that is not valid here; answered as a "
+            "client's. Is DMP_CLUSTER_SECRET (or DMP_API_TOKEN) the same on every worker, "
+            "and are the workers' clocks within 30 s?",
+            request.path,
+        )
+    return hop
+
+
 async def route_to_owner(
     request: Any, table: Any, key: str, path_qs: str | None = None
 ) -> web.Response | None:
-    """Proxy to the owner of ``key``; ``None`` when that is this worker.
+    """The owner's answer for ``key``; ``None`` when this worker is to answer.
 
-    The request goes on as it came, or to ``path_qs`` when given (a lookup
-    that continues under another key, such as a linked id's profile). A
-    request that was already routed once is answered where it arrived.
+    The request goes on as it came, or to ``path_qs`` when given: a lookup
+    that continues under another key, such as a linked id's profile.
     """
-    url = owner_url(table, partition_for(key))
+    partition = partition_for(key)
+    url = owner_url(table, partition)
     if url is None:
-        raise HttpError(503, "unavailable", "the partition has no owner yet (rebalancing)")
-    if url == str(app.conf.canonical_url).rstrip("/"):
+        raise unavailable(f"partition {partition} of {table.name} has no owner (rebalancing)")
+    if url == own_url():
+        ensure_local(table, partition)
         return None
-    if path_qs is None and request.headers.get(_ROUTED_HEADER):
-        return None
+    if hops(request) >= 1:
+        if path_qs is not None:
+            value = f"{quote(key, safe='')} {path_qs}"
+            raise HttpError(307, "continue", f"continue at {path_qs}", {CONTINUE_HEADER: value})
+        raise unavailable(f"partition {partition} of {table.name} moved to {url}")
+    return await _proxy(request, table, url, path_qs or request.raw_path)
+
+
+def ensure_local(table: Any, partition: int) -> None:
+    """503 unless ``partition`` of ``table`` is active on this worker and restored."""
+    changelog = table.changelog_topic.get_topic_name()
+    if not any(
+        tp.topic == changelog and tp.partition == partition
+        for tp in app.assignor.assigned_actives()
+    ):
+        raise unavailable(f"partition {partition} of {table.name} is moving to this worker")
+    ready, why = readiness()
+    if not ready:
+        raise unavailable(f"partition {partition} of {table.name} is not restored yet: {why}")
+    if takeovers.behind(table.name, partition):
+        raise unavailable(
+            f"partition {partition} of {table.name} moved here and is still reading "
+            "what its previous owner may have read"
+        )
+
+
+async def _proxy(request: Any, table: Any, url: str, path_qs: str) -> web.Response:
+    """The answer of ``url`` to ``path_qs``, following continuations from its workers."""
+    for _ in range(MAX_CONTINUATIONS + 1):
+        status, body, content_type, headers = await _forward(request, url, path_qs)
+        follow = headers.get(CONTINUE_HEADER)
+        if status != 307 or follow is None:
+            kept = {name: headers[name] for name in ("Retry-After",) if name in headers}
+            return web.Response(body=body, status=status, content_type=content_type, headers=kept)
+        quoted_key, _, path_qs = follow.partition(" ")
+        if not path_qs.startswith("/"):
+            raise unavailable(f"owner {url} answered a continuation that is no path")
+        partition = partition_for(unquote(quoted_key))
+        # The owner comes from this worker's own view of the assignment, never from
+        # the answer: the token goes only to members of the cluster.
+        owner = owner_url(table, partition)
+        if owner is None:
+            raise unavailable(f"partition {partition} of {table.name} has no owner (rebalancing)")
+        url = owner  # possibly this worker: it then answers the continuation, as routed
+    raise unavailable(f"the lookup followed more than {MAX_CONTINUATIONS} links")
+
+
+async def _forward(request: Any, url: str, path_qs: str) -> tuple[int, bytes, str, Any]:
     headers = {
         name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
     }
-    headers[_ROUTED_HEADER] = "1"
-    target = url + (path_qs or request.path_qs)
+    headers[ROUTE_HEADER] = sign(_SECRET, request.method, path_qs, 1, wall_ms())
+    target = URL(url + path_qs, encoded=True)  # exactly the path that was signed
     try:
         async with app.http_client.request(
-            request.method, target, headers=headers, timeout=_PROXY_TIMEOUT
+            request.method,
+            target,
+            headers=headers,
+            timeout=_PROXY_TIMEOUT,
+            allow_redirects=False,  # a redirect could take the token anywhere
         ) as response:
             body = await response.read()
-            return web.Response(
-                body=body, status=response.status, content_type=response.content_type
-            )
+            return response.status, body, response.content_type, response.headers
     except (ClientError, TimeoutError) as exc:
-        raise HttpError(503, "unavailable", f"owner {url} did not answer: {exc}") from exc
+        raise unavailable(f"owner {url} did not answer: {exc}") from exc
+
+
+# --- readiness: every active partition of every table restored ------------------------
+
+
+class _Rebalances:
+    """When this worker's tables last settled, from Faust's rebalance signals.
+
+    Faust's own flags are not enough: ``recovery.completed`` is set once and
+    never cleared, and the end of one rebalance's recovery clears
+    ``app.rebalancing`` even when the next rebalance has already begun. So a
+    worker counts as settled only when a recovery completed after the latest
+    assignment, which came after the latest revocation.
+    """
+
+    def __init__(self) -> None:
+        self.sequence = 0
+        self.revoked = 0
+        self.assigned = 0
+        self.completed = 0
+
+    def _next(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    async def on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        self.revoked = self._next()
+
+    async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        self.assigned = self._next()
+
+    async def on_complete(self, sender: Any, **_: Any) -> None:
+        self.completed = self._next()
+
+    @property
+    def settled(self) -> bool:
+        return self.revoked < self.assigned < self.completed
+
+
+rebalances = _Rebalances()
+app.on_partitions_revoked.connect(rebalances.on_revoked)
+app.on_partitions_assigned.connect(rebalances.on_assigned)
+app.on_rebalance_complete.connect(rebalances.on_complete)
+
+
+# The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
+_WRITERS = {
+    "profiles": InputGate("profiles", profile_commands, settings),
+    "campaign_windows": InputGate("campaign_stats", campaign_events, settings),
+    "segment_sizes": InputGate("segment_sizes", segment_deltas, settings),
+}
+
+
+class _Takeovers:
+    """Input partitions newly assigned here, until their stage has read as far as the
+    previous owner can have.
+
+    A table restored from its changelog lacks what the previous owner wrote but had
+    not yet sent to the changelog when it died (a kill -9); the previous owner may
+    have answered lookups from it. Its input records were not committed, so this
+    worker processes them again, but until it has, a profile that existed can
+    answer 404. The previous owner cannot have read past the end of the input at the
+    moment the partition was assigned here: so until the stage's gate has passed
+    that offset, a lookup answers 503.
+    """
+
+    def __init__(self) -> None:
+        self.held: set[TP] = set()
+        self.targets: dict[TP, int | None] = {}  # None: the end offset is being read
+        self._measuring: set[asyncio.Future[None]] = set()
+
+    async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        inputs = {gate.topic.get_topic_name() for gate in _WRITERS.values()}
+        mine = {tp for tp in assigned if tp.topic in inputs}
+        new = mine - self.held
+        self.held = mine
+        self.targets = {tp: end for tp, end in self.targets.items() if tp in mine}
+        self.targets.update(dict.fromkeys(new))
+        if new:
+            future = asyncio.ensure_future(self._measure(new))
+            self._measuring.add(future)
+            future.add_done_callback(self._measuring.discard)
+
+    async def _measure(self, tps: set[TP]) -> None:
+        while True:
+            try:
+                ends = await app.consumer.highwaters(*tps)
+                break
+            except Exception as exc:  # broker away or rebalancing: the lookups wait
+                log.warning("cannot read the end offsets of %d partitions: %r", len(tps), exc)
+                await asyncio.sleep(1)
+        for tp, end in ends.items():
+            if tp in self.targets and self.targets[tp] is None:
+                self.targets[tp] = end
+
+    def behind(self, table_name: str, partition: int) -> bool:
+        gate = _WRITERS.get(table_name)
+        if gate is None:
+            return False
+        tp = TP(gate.topic.get_topic_name(), partition)
+        if tp not in self.targets:
+            return False
+        target = self.targets[tp]
+        if target is None:
+            return True
+        if (gate.expected(stream_times, partition) or 0) < target:
+            return True
+        del self.targets[tp]  # caught up: from now on only new input, as on any worker
+        return False
+
+
+takeovers = _Takeovers()
+app.on_partitions_assigned.connect(takeovers.on_assigned)
+
+
+def recovering_partitions() -> list[int]:
+    """Active partitions of which some table's changelog is not read to its end here."""
+    recovery = app.tables.recovery
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+    remaining = recovery.active_remaining()
+    return sorted(
+        {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic in changelogs
+            and (tp not in recovery.active_highwaters or remaining.get(tp, 0) > 0)
+        }
+    )
+
+
+def _foreign_partitions() -> list[int]:
+    """Partitions the assignment lists at this worker's URL that this worker does not
+    hold, or the reverse: another member at the same URL (a previous instance of this
+    worker whose session has not expired yet) holds them."""
+    mine = own_url()
+    actives = app.assignor.assigned_actives()
+    odd: set[int] = set()
+    for table in app.tables.values():
+        topic = table.changelog_topic.get_topic_name()
+        listed: set[int] = set()
+        for url, topics in app.router.table_metadata(table.name).items():
+            if str(url).rstrip("/") == mine:
+                listed |= set(topics.get(topic, ()))
+        held = {tp.partition for tp in actives if tp.topic == topic}
+        odd |= listed ^ held
+    return sorted(odd)
+
+
+def readiness() -> tuple[bool, str | None]:
+    """(True, None) when every active partition of every table is restored here."""
+    recovery = app.tables.recovery
+    if not recovery.completed.is_set():
+        return False, "tables are recovering"
+    if app.rebalancing or not rebalances.settled or recovery.signal_recovery_start.is_set():
+        return False, "a rebalance is on"
+    if recovery.in_recovery or recovering_partitions():
+        return False, "tables are recovering"
+    foreign = _foreign_partitions()
+    if foreign:
+        return False, (
+            f"partitions {foreign} are assigned to another member at this worker's URL "
+            "(a previous instance whose session has not expired yet?)"
+        )
+    return True, None
 
 
 # --- the route table, in the log ------------------------------------------------------

@@ -10,7 +10,7 @@ from dmp_faust.app import app
 from dmp_faust.collect import collect
 from dmp_faust.responses import json_response
 from dmp_faust.topics import valid_events
-from dmp_faust.web import active_partitions
+from dmp_faust.web import active_partitions, readiness, recovering_partitions
 
 
 @app.page("/collect")
@@ -22,15 +22,17 @@ class Collect(View):
 @app.page("/health")
 class Health(View):
     async def get(self, request: Any) -> Any:
-        recovered = app.tables.recovery.completed.is_set()
-        ready = recovered and not app.rebalancing
+        ready, why = readiness()  # every active partition of every table restored
+        recovering = recovering_partitions()
         body = {
             "status": "ok" if ready else "unavailable",
             "worker": str(app.conf.canonical_url),
-            "recovered": recovered,
+            "recovered": app.tables.recovery.completed.is_set() and not recovering,
             "rebalancing": bool(app.rebalancing),
             "active_partitions": sorted(active_partitions(valid_events)),
+            "recovering_partitions": recovering,
         }
         if not ready:
-            body.update(error="unavailable", detail="tables are recovering or a rebalance is on")
-        return json_response(body, 200 if ready else 503)
+            body.update(error="unavailable", detail=why)
+            return json_response(body, 503, {"Retry-After": "1"})
+        return json_response(body)
