@@ -42,6 +42,7 @@ from yarl import URL
 from dmp_faust.app import app, settings
 from dmp_faust.batching import partition_for
 from dmp_faust.clock import wall_ms
+from dmp_faust.domain.rebalances import RebalanceLog
 from dmp_faust.domain.routing import ROUTE_HEADER, sign, verify
 from dmp_faust.responses import HttpError, unavailable
 from dmp_faust.state import InputGate
@@ -193,44 +194,22 @@ async def _forward(request: Any, url: str, path_qs: str) -> tuple[int, bytes, st
 # --- readiness: every active partition of every table restored ------------------------
 
 
-class _Rebalances:
-    """When this worker's tables last settled, from Faust's rebalance signals.
-
-    Faust's own flags are not enough: ``recovery.completed`` is set once and
-    never cleared, and the end of one rebalance's recovery clears
-    ``app.rebalancing`` even when the next rebalance has already begun. So a
-    worker counts as settled only when a recovery completed after the latest
-    assignment, which came after the latest revocation.
-    """
-
-    def __init__(self) -> None:
-        self.sequence = 0
-        self.revoked = 0
-        self.assigned = 0
-        self.completed = 0
-
-    def _next(self) -> int:
-        self.sequence += 1
-        return self.sequence
-
-    async def on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
-        self.revoked = self._next()
-
-    async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
-        self.assigned = self._next()
-
-    async def on_complete(self, sender: Any, **_: Any) -> None:
-        self.completed = self._next()
-
-    @property
-    def settled(self) -> bool:
-        return self.revoked < self.assigned < self.completed
+async def _on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+    rebalances.revoke()
 
 
-rebalances = _Rebalances()
-app.on_partitions_revoked.connect(rebalances.on_revoked)
-app.on_partitions_assigned.connect(rebalances.on_assigned)
-app.on_rebalance_complete.connect(rebalances.on_complete)
+async def _on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+    rebalances.assign()
+
+
+async def _on_recovered(sender: Any, **_: Any) -> None:
+    rebalances.complete()
+
+
+rebalances = RebalanceLog()  # why Faust's own flags are not enough: see its module
+app.on_partitions_revoked.connect(_on_revoked)
+app.on_partitions_assigned.connect(_on_assigned)
+app.on_rebalance_complete.connect(_on_recovered)
 
 
 # The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
