@@ -315,8 +315,17 @@ def _foreign_partitions() -> list[int]:
     return sorted(odd)
 
 
+_ready_since = [-1]  # the rebalance sequence at which readiness() last held
+
+
 def readiness() -> tuple[bool, str | None]:
-    """(True, None) when every active partition of every table is restored here."""
+    """(True, None) when every active partition of every table is restored here.
+
+    Once true, it stays true until the next rebalance event (nothing it reads
+    changes in between), so each lookup does not have to check it all again.
+    """
+    if _ready_since[0] == rebalances.sequence and not app.rebalancing:
+        return True, None
     recovery = app.tables.recovery
     if not recovery.completed.is_set():
         return False, "tables are recovering"
@@ -330,6 +339,7 @@ def readiness() -> tuple[bool, str | None]:
             f"partitions {foreign} are assigned to another member at this worker's URL "
             "(a previous instance whose session has not expired yet?)"
         )
+    _ready_since[0] = rebalances.sequence
     return True, None
 
 

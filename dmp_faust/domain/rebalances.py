@@ -23,6 +23,11 @@ class RebalanceLog:
         self.assigned = 0
         self.completed = 0
 
+    @property
+    def sequence(self) -> int:
+        """Changes at each event: what was true at one value may not be at the next."""
+        return self._sequence
+
     def _next(self) -> int:
         self._sequence += 1
         return self._sequence
