@@ -101,10 +101,10 @@ def hops(request: Any) -> int:
     if value and not hop and time.monotonic() - _last_warning[0] > _WARN_EVERY_S:
         _last_warning[0] = time.monotonic()
         log.warning(
-            "a request to %s bore a routing header that is not valid here; answered as a "
-            "client's. Is DMP_CLUSTER_SECRET (or DMP_API_TOKEN) the same on every worker, "
-            "and are the workers' clocks within 30 s?",
-            request.path,
+            "a request bore a routing header that is not valid here; answered as a client's. "
+            "Is DMP_CLUSTER_SECRET (or DMP_API_TOKEN) the same on every worker, and are the "
+            "workers' clocks within 30 s? (at most one such warning a minute; no path: it "
+            "holds ids)"
         )
     return hop
 
