@@ -62,4 +62,3 @@ class Outbox:
             for value in encode_within(items, RECORD_MAX_BYTES):
                 self.records.add(partition, None, value, headers)
         self._items.clear()
-
