@@ -73,7 +73,14 @@ class RawIntake(Intake):
     """``validate_events`` on the raw topic, started with the worker."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(settings, raw_events.get_topic_name(), validate_events, TAKE_MAX, **kwargs)
+        super().__init__(
+            settings,
+            raw_events.get_topic_name(),
+            validate_events,
+            TAKE_MAX,
+            stage="validate_events",
+            **kwargs,
+        )
 
     async def on_start(self) -> None:
         await declare_all()

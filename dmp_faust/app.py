@@ -7,6 +7,8 @@ Agents (``agents/``), tables (``tables/``) and web views
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web.base import BlueprintManager
@@ -16,6 +18,7 @@ from dmp_faust.domain.segments import load_rules
 from dmp_faust.metrics import Metrics
 from dmp_faust.responses import json_errors
 from dmp_faust.settings import Settings
+from dmp_faust.stages import crashes, stage_of
 
 settings = Settings.from_env()
 
@@ -32,7 +35,20 @@ TABLE_OPTIONS = {
 }
 segment_rules = load_rules(settings.segments_file)  # RuleError: the worker refuses to start
 
-app = faust.App(
+
+class App(faust.App):
+    """Faust's app, which also records each agent crash for ``/health`` (:mod:`dmp_faust.stages`).
+
+    ``_on_agent_error`` is the hook Faust gives every agent it creates (as its
+    ``on_error``), called with the exception before the supervisor restarts it.
+    """
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        crashes.record(stage_of(agent.name), exc)
+        await super()._on_agent_error(agent, exc)
+
+
+app = App(
     settings.app_id,
     broker=settings.broker_url,
     broker_credentials=settings.faust_credentials(),  # DMP_KAFKA_SECURITY_PROTOCOL & co.

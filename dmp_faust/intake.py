@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from dmp_faust.settings import Settings
+from dmp_faust.stages import crashes
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,16 @@ class Intake(Service):
     """Consumes ``topic`` in fetches of at most ``max_records`` and runs ``handler`` on each."""
 
     def __init__(
-        self, settings: Settings, topic: str, handler: Handler, max_records: int, **kwargs: Any
+        self,
+        settings: Settings,
+        topic: str,
+        handler: Handler,
+        max_records: int,
+        stage: str = "intake",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.stage = stage  # its name in /health
         self.settings = settings
         self.topic = topic
         self.handler = handler
@@ -100,7 +108,11 @@ class Intake(Service):
             fetch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             async with self._busy:
                 if fetch:
-                    await self._handle(fetch)
+                    try:
+                        await self._handle(fetch)
+                    except Exception as exc:  # the service crashes, for good: /health says so
+                        crashes.record(self.stage, exc, fatal=True)
+                        raise
                 if time.monotonic() >= self._commit_due:
                     await self.commit()
 

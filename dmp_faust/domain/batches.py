@@ -13,11 +13,19 @@ Each item has a *position* within its source: ``offset << 16 | index``, the
 offset of the record it was made from and its index there. Positions order
 items exactly as they were processed, so they serve as watermarks
 (:mod:`dmp_faust.domain.watermarks`) at item granularity.
+
+A batch is split into several records (:func:`encode_within`) so that none
+is over a size limit below Kafka's (1 MiB by default) nor holds more items
+than an index can number. One item is never split: what the items carry is
+bounded (an event by the 64 KiB input limit, a merge fragment by the profile
+limits of :mod:`dmp_faust.domain.profiles`), so an item over the limit is a
+bug, refused with :class:`ItemTooLarge` before Kafka would refuse it.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -26,6 +34,9 @@ from dmp_faust.domain.identity import Command
 
 INDEX_BITS: Final = 16
 MAX_ITEMS: Final = 1 << INDEX_BITS
+# A batch record is split when its encoding is larger: half the broker's default limit
+# (1 MiB), and twice the largest item (a merge fragment: at most MAX_PROFILE_BYTES).
+RECORD_MAX_BYTES: Final = 512 * 1024
 
 
 def position(offset: int, index: int) -> int:
@@ -65,6 +76,36 @@ def encode_batch(
     items: list[Event] | list[CampaignItem] | list[CommandItem] | list[DeltaItem],
 ) -> bytes:
     return _encoder.encode(items)
+
+
+class ItemTooLarge(ValueError):
+    """One batch item encodes to more than a record may hold."""
+
+
+def encode_within(
+    items: Sequence[Any], max_bytes: int, max_items: int = MAX_ITEMS
+) -> Iterator[bytes]:
+    """``items`` as batch records of at most ``max_bytes`` and ``max_items`` each, in order.
+
+    Halves until each part fits: one encoding when the batch fits, as it mostly does.
+    No items, no record.
+    """
+    if not items:
+        return
+    if len(items) > max_items:
+        half = len(items) // 2
+        yield from encode_within(items[:half], max_bytes, max_items)
+        yield from encode_within(items[half:], max_bytes, max_items)
+        return
+    encoded = _encoder.encode(items)
+    if len(encoded) <= max_bytes:
+        yield encoded
+        return
+    if len(items) == 1:
+        raise ItemTooLarge(f"a batch item of {len(encoded)} bytes, the limit is {max_bytes}")
+    half = len(items) // 2
+    yield from encode_within(items[:half], max_bytes, max_items)
+    yield from encode_within(items[half:], max_bytes, max_items)
 
 
 def decode_valid(raw: bytes) -> list[Event]:

@@ -18,6 +18,11 @@ from dmp_faust.domain.timefmt import TimestampError, json_kind, parse_timestamp
 EVENT_TYPES: Final = frozenset({"page_view", "impression", "click", "conversion", "identify"})
 CAMPAIGN_TYPES: Final = frozenset({"impression", "click", "conversion"})
 MAX_ID_CHARS: Final = 128
+# Free text that reaches a parser (urlsplit and parse_qsl, ua-parser's regexes and
+# crawler detection, both memoised by user agent) is capped, so a hostile event costs
+# no more to parse, or to cache, than a real one. No browser sends a longer URL than a
+# server takes in a request line (8 KiB is the common limit), nor a user agent over 1 KiB.
+MAX_TEXT_CHARS: Final = {"url": 8192, "referrer": 8192, "user_agent": 1024}
 FUTURE_TOLERANCE_MS: Final = 5 * 60_000
 
 # Reasons an event is refused; the label values of dmp_events_invalid_total.
@@ -30,6 +35,7 @@ UNKNOWN_TYPE: Final = "unknown_type"
 BAD_TIMESTAMP: Final = "bad_timestamp"
 FUTURE_TIMESTAMP: Final = "future_timestamp"
 TOO_OLD: Final = "too_old"
+FIELD_TOO_LONG: Final = "field_too_long"
 REASONS: Final = (
     MALFORMED_JSON,
     NOT_AN_OBJECT,
@@ -40,6 +46,7 @@ REASONS: Final = (
     BAD_TIMESTAMP,
     FUTURE_TIMESTAMP,
     TOO_OLD,
+    FIELD_TOO_LONG,
 )
 
 
@@ -120,7 +127,7 @@ def _build(obj: dict[str, Any], now_ms: int, tolerance_ms: int) -> Event:
         if obj.get(name) is None:
             raise _Invalid(MISSING_FIELD, f"{name} is required")
     fields: dict[str, Any] = {name: _text(obj, name, MAX_ID_CHARS) for name in _ID_FIELDS}
-    fields.update((name, _text(obj, name)) for name in _TEXT_FIELDS)
+    fields.update((name, _free_text(obj, name)) for name in _TEXT_FIELDS)
     fields.update((name, _object(obj, name)) for name in _OBJECT_FIELDS)
 
     kind = _text(obj, "type")
@@ -152,6 +159,14 @@ def _text(obj: dict[str, Any], name: str, max_chars: int | None = None) -> Any:
         raise _Invalid(BAD_TYPE, f"{name} must be a string, got {json_kind(value)}")
     if max_chars is not None and len(value) > max_chars:
         raise _Invalid(BAD_TYPE, f"{name} is longer than {max_chars} characters")
+    return value
+
+
+def _free_text(obj: dict[str, Any], name: str) -> Any:
+    value = _text(obj, name)
+    limit = MAX_TEXT_CHARS.get(name)
+    if limit is not None and value is not None and len(value) > limit:
+        raise _Invalid(FIELD_TOO_LONG, f"{name} is {len(value)} characters, the limit is {limit}")
     return value
 
 

@@ -17,11 +17,47 @@ Identity stitching (see ``agents/profiles.py`` for the routing):
 All decisions about one anonymous id are taken on one partition, in offset
 order, so whether the linking event comes before, between or after the
 anonymous events, every event is counted once, in the user's profile.
+
+Bounds (:class:`Limits`). Nothing a profile holds grows with its input past
+a fixed size, so no key's value can outgrow a Kafka record (a profile is one
+changelog record, and a linked anonymous profile travels as one item of a
+``profiles.in`` batch): at most :data:`MAX_PROFILE_BYTES` encoded, whatever
+the input. Every fold and merge applies the limits, evicting deterministically:
+
+* ``interests``: the top ``Limits.interests`` by count, ties broken by name
+  (the smaller name stays); the page views of evicted interests are added to
+  ``interests_other``, so ``sum(interests) + interests_other`` is always the
+  exact number of page views with an interest, in any order.
+* ``ids``: the profile's own id and the ``Limits.ids - 1`` smallest other
+  ids (by name); ``ids_truncated`` is set once an id was left out. This is a
+  bounded union, so it does not depend on the order either. An id left out
+  still finds the profile (a lookup reads the anonymous id's own record,
+  which names its user), and its events still count here, but an erasure of
+  the profile sends ``EraseLink`` only to the ids listed (see
+  :mod:`dmp_faust.domain.identity`).
+* ``frequency``: at most ``Limits.campaigns`` campaigns (those with the most
+  recent impression stay; ties: the smaller name) and ``Limits.buckets``
+  minute buckets over all campaigns (the most recent stay). An evicted
+  campaign or bucket no longer counts towards frequency capping.
+
+Below the limits, folds and merges are exact and order-independent as
+described above. Past ``Limits.interests``, ``Limits.campaigns`` or
+``Limits.buckets`` they are not: which interests stay and their counts
+depend on the order (an interest evicted early and seen again later starts
+again from the new events), and so can ``facts``; replays of the same input
+still give the same profile, since a partition is read in offset order.
+
+What else a record holds is bounded by construction: ``counts`` by the event
+types, ``segments`` by the rules, ``applied`` and ``forwarded`` by the number
+of source partitions (two streams of at most ``MAX_PARTITIONS`` each),
+``erasing`` by ``ids``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,6 +69,22 @@ from dmp_faust.domain.watermarks import Watermarks
 K = TypeVar("K")
 IMPRESSION: Final = "impression"
 MINUTE_MS: Final = 60_000
+# Most bytes a profile can encode to under the default limits, whatever the input
+# (checked by tests/unit/test_profile_bounds.py): well below Kafka's 1 MiB record.
+MAX_PROFILE_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of each growing collection a profile keeps (see the module docstring)."""
+
+    ids: int = 100  # listed ids, the profile's own included
+    interests: int = 64  # interests counted by name; the rest in ``interests_other``
+    campaigns: int = 64  # campaigns with frequency buckets
+    buckets: int = 2048  # frequency minute buckets, over all campaigns
+
+
+LIMITS: Final = Limits()
 
 
 class ProfileEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,13 +99,15 @@ class ProfileEvent(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None
 
 
-class Profile(msgspec.Struct, kw_only=True):
+class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     profile_id: str
     ids: list[str] = msgspec.field(default_factory=list)
+    ids_truncated: bool = False  # an id was left out of ``ids`` (see Limits.ids)
     first_seen: int | None = None
     last_seen: int | None = None
     counts: dict[str, int] = msgspec.field(default_factory=dict)
     interests: dict[str, int] = msgspec.field(default_factory=dict)
+    interests_other: int = 0  # page views of interests evicted from ``interests``
     segments: list[str] = msgspec.field(default_factory=list)
     # campaign -> minute start -> impressions, for frequency capping
     frequency: dict[str, dict[int, int]] = msgspec.field(default_factory=dict)
@@ -114,8 +168,14 @@ def interest_of(url: str | None) -> str | None:
     return first[:64] or None
 
 
-def fold(profile: Profile, event: ProfileEvent, stream_time: int, horizon_ms: int) -> Profile:
-    """Add one event to the profile."""
+def fold(
+    profile: Profile,
+    event: ProfileEvent,
+    stream_time: int,
+    horizon_ms: int,
+    limits: Limits = LIMITS,
+) -> Profile:
+    """Add one event to the profile, within ``limits``."""
     _add_ids(profile, (event.anonymous_id, event.user_id))
     profile.first_seen = _min(profile.first_seen, event.ts)
     profile.last_seen = _max(profile.last_seen, event.ts)
@@ -127,33 +187,59 @@ def fold(profile: Profile, event: ProfileEvent, stream_time: int, horizon_ms: in
         minute = event.ts - event.ts % MINUTE_MS
         buckets[minute] = buckets.get(minute, 0) + 1
     prune_frequency(profile, stream_time, horizon_ms)
+    bound(profile, limits)
     return profile
 
 
-def merge(into: Profile, other: Profile, stream_time: int, horizon_ms: int) -> Profile:
+def merge(
+    into: Profile,
+    other: Profile,
+    stream_time: int,
+    horizon_ms: int,
+    limits: Limits = LIMITS,
+) -> Profile:
     """Add another fragment of the same person (an anonymous profile) to ``into``."""
     _add_ids(into, other.ids)
+    into.ids_truncated = into.ids_truncated or other.ids_truncated
     into.first_seen = _min(into.first_seen, other.first_seen)
     into.last_seen = _max(into.last_seen, other.last_seen)
     _add_counts(into.counts, other.counts)
     _add_counts(into.interests, other.interests)
+    into.interests_other += other.interests_other
     for campaign, buckets in other.frequency.items():
         _add_counts(into.frequency.setdefault(campaign, {}), buckets)
     prune_frequency(into, stream_time, horizon_ms)
+    bound(into, limits)
     return into
 
 
-def frozen_copy(profile: Profile, user_id: str) -> Profile:
+def frozen_copy(profile: Profile, user_id: str, limits: Limits = LIMITS) -> Profile:
     """The state an anonymous record sends to ``user_id`` when it is linked."""
-    return Profile(
+    copy = Profile(
         profile_id=user_id,
         ids=list(profile.ids),
+        ids_truncated=profile.ids_truncated,
         first_seen=profile.first_seen,
         last_seen=profile.last_seen,
         counts=dict(profile.counts),
         interests=dict(profile.interests),
+        interests_other=profile.interests_other,
         frequency={c: dict(b) for c, b in profile.frequency.items()},
     )
+    return bound(copy, limits)  # a record stored before the limits may be over them
+
+
+def bound(profile: Profile, limits: Limits = LIMITS) -> Profile:
+    """Evict what is over ``limits``, deterministically (see the module docstring)."""
+    if len(profile.ids) > limits.ids:
+        _bound_ids(profile, limits.ids)
+    if len(profile.interests) > limits.interests:
+        interests = profile.interests
+        excess = len(interests) - limits.interests
+        for name in _last(interests, excess, lambda k: (-interests[k], k)):
+            profile.interests_other += interests.pop(name)
+    _bound_frequency(profile.frequency, limits)
+    return profile
 
 
 def prune_frequency(profile: Profile, stream_time: int, horizon_ms: int) -> None:
@@ -187,8 +273,12 @@ def facts(profile: Profile) -> dict[str, float]:
 
 
 def view(profile: Profile) -> dict[str, object]:
-    """The profile as ``GET /profiles/{id}`` shows it (times as epoch ms)."""
-    return {
+    """The profile as ``GET /profiles/{id}`` shows it (times as epoch ms).
+
+    ``interests_other`` and ``ids_truncated`` appear only on a profile that
+    went past :class:`Limits`.
+    """
+    shown: dict[str, object] = {
         "profile_id": profile.profile_id,
         "ids": sorted(profile.ids),
         "first_seen": profile.first_seen,
@@ -197,12 +287,50 @@ def view(profile: Profile) -> dict[str, object]:
         "interests": dict(sorted(profile.interests.items())),
         "segments": sorted(profile.segments),
     }
+    if profile.interests_other:
+        shown["interests_other"] = profile.interests_other
+    if profile.ids_truncated:
+        shown["ids_truncated"] = True
+    return shown
 
 
 def _add_ids(profile: Profile, ids: Iterable[str | None]) -> None:
     for id_ in ids:
         if id_ and id_ not in profile.ids:
             profile.ids.append(id_)
+
+
+def _bound_ids(profile: Profile, limit: int) -> None:
+    """Keep the profile's own id and the ``limit - 1`` smallest others, in their order."""
+    others = sorted(i for i in set(profile.ids) if i != profile.profile_id)
+    room = limit - 1 if profile.profile_id in profile.ids else limit
+    kept = set(others[: max(room, 0)]) | {profile.profile_id}
+    profile.ids = [i for i in profile.ids if i in kept]
+    profile.ids_truncated = True
+
+
+def _bound_frequency(frequency: dict[str, dict[int, int]], limits: Limits) -> None:
+    """The most recently active campaigns, then the most recent buckets over all of them."""
+    if len(frequency) > limits.campaigns:
+        newest = {c: max(b, default=0) for c, b in frequency.items()}
+        excess = len(frequency) - limits.campaigns
+        for campaign in _last(frequency, excess, lambda c: (-newest[c], c)):
+            del frequency[campaign]
+    excess = sum(map(len, frequency.values())) - limits.buckets
+    if excess > 0:
+        buckets = [(minute, c) for c, b in frequency.items() for minute in b]
+        for minute, campaign in _last(buckets, excess, lambda mc: (-mc[0], mc[1])):
+            del frequency[campaign][minute]
+            if not frequency[campaign]:
+                del frequency[campaign]
+
+
+def _last(items: Iterable[K], n: int, rank: Callable[[K], tuple[int, str]]) -> list[K]:
+    """The ``n`` items that come last when sorted by ``rank`` (what a limit evicts).
+
+    ``heapq.nlargest``: one pass, no full sort, when one item is over (a fold adds one).
+    """
+    return heapq.nlargest(n, items, key=rank)
 
 
 def _add_counts(into: dict[K, int], other: Mapping[K, int]) -> None:

@@ -104,6 +104,15 @@ def _future_timestamp(rng: random.Random, event: RawEvent, future_ms: int) -> by
     return msgspec.json.encode(event)
 
 
+def _field_too_long(rng: random.Random, event: RawEvent, _: int) -> bytes:
+    field = rng.choice(sorted(ev.MAX_TEXT_CHARS))
+    over = ev.MAX_TEXT_CHARS[field] + rng.randrange(1, 16_384)  # within the 64 KiB
+    event[field] = ("https://site.example/" if field != "user_agent" else "Mozilla/5.0 ").ljust(
+        over, "x"
+    )
+    return msgspec.json.encode(event)
+
+
 _BUILDERS: Final[dict[str, Callable[[random.Random, RawEvent, int], bytes]]] = {
     ev.MALFORMED_JSON: _malformed_json,
     ev.NOT_AN_OBJECT: _not_an_object,
@@ -113,4 +122,5 @@ _BUILDERS: Final[dict[str, Callable[[random.Random, RawEvent, int], bytes]]] = {
     ev.UNKNOWN_TYPE: _unknown_type,
     ev.BAD_TIMESTAMP: _bad_timestamp,
     ev.FUTURE_TIMESTAMP: _future_timestamp,
+    ev.FIELD_TOO_LONG: _field_too_long,
 }

@@ -9,6 +9,7 @@ from faust.web import View
 from dmp_faust.app import app
 from dmp_faust.collect import collect
 from dmp_faust.responses import json_response
+from dmp_faust.stages import crashes, stage_of, unhealthy
 from dmp_faust.topics import valid_events
 from dmp_faust.web import active_partitions, readiness, recovering_partitions
 
@@ -24,15 +25,18 @@ class Health(View):
     async def get(self, request: Any) -> Any:
         ready, why = readiness()  # every active partition of every table restored
         recovering = recovering_partitions()
+        stages = crashes.report(["validate_events", *map(stage_of, app.agents)])
+        failing = unhealthy(stages)
         body = {
-            "status": "ok" if ready else "unavailable",
+            "status": "ok" if ready and not failing else "unavailable",
             "worker": str(app.conf.canonical_url),
             "recovered": app.tables.recovery.completed.is_set() and not recovering,
             "rebalancing": bool(app.rebalancing),
             "active_partitions": sorted(active_partitions(valid_events)),
             "recovering_partitions": recovering,
+            "stages": stages,
         }
-        if not ready:
-            body.update(error="unavailable", detail=why)
+        if not ready or failing:
+            body.update(error="unavailable", detail=why if not ready else failing)
             return json_response(body, 503, {"Retry-After": "1"})
         return json_response(body)

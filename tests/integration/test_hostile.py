@@ -75,7 +75,10 @@ INVALID = (
     "bad_timestamp",
     "future_timestamp",
     "too_old",
+    "field_too_long",
 )
+# The contract's caps on free text that reaches a parser, in characters.
+TEXT_LIMITS = {"url": 8192, "referrer": 8192, "user_agent": 1024}
 
 
 @dataclass
@@ -199,9 +202,9 @@ class Hostile:
 
     def exactly_the_limit(self) -> tuple[bytes, str]:
         body = self.good(agent=CHROME)
-        body["referrer"] = ""
+        body["ad_id"] = ""  # free text that no parser reads: no cap but the event's size
         raw = dumps(body)
-        raw = raw.replace(b'"referrer":""', b'"referrer":"' + b"r" * (LIMIT - len(raw)) + b'"')
+        raw = raw.replace(b'"ad_id":""', b'"ad_id":"' + b"r" * (LIMIT - len(raw)) + b'"')
         assert len(raw) == LIMIT
         return self._valid(body, raw)
 
@@ -328,6 +331,14 @@ class Hostile:
             body[rng.choice(["properties", "traits"])] = {"a": [1, {"b": huge}]}
         return dumps(body), "bad_type"
 
+    def field_too_long(self) -> tuple[bytes, str]:
+        rng = self.rng
+        body = self.good()
+        name = rng.choice(sorted(TEXT_LIMITS))
+        length = TEXT_LIMITS[name] + rng.choice([1, 2, 100, 20_000])
+        body[name] = rng.choice(["/", "é", "x"]) * length
+        return dumps(body), "field_too_long"
+
     def unknown_type(self) -> tuple[bytes, str]:
         body = self.good()
         body["type"] = self.rng.choice(["purchase", "", "PAGE_VIEW", "click ", "pageview", "🖱"])
@@ -404,6 +415,7 @@ def generate(seed: int, total: int, now_ms: int) -> list[Payload]:
         (hostile.missing_field, 0.09),
         (hostile.bad_type, 0.12),
         (hostile.unknown_type, 0.06),
+        (hostile.field_too_long, 0.03),
         (hostile.bad_timestamp, 0.10),
         (hostile.future_timestamp, 0.07),
         (hostile.too_old, 0.10),

@@ -154,6 +154,7 @@ def payloads_by_reason(now_ms: int) -> dict[str, bytes]:
         "unknown_type": encode({**good, "type": "purchase"}),
         "bad_timestamp": encode({**good, "timestamp": "2021-03-01 noon"}),
         "future_timestamp": encode({**good, "timestamp": now_ms + 3_600_000}),
+        "field_too_long": encode({**good, "url": "https://site.example/" + "x" * 9_000}),
         "too_old": encode(
             {
                 **good,

@@ -35,6 +35,7 @@ CONTRACT_REASONS = {
     "bad_timestamp",
     "future_timestamp",
     "too_old",
+    "field_too_long",
 }
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 TOLERANCE_MS = 5 * 60_000
@@ -45,6 +46,8 @@ LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 TYPES = ("page_view", "impression", "click", "conversion", "identify")
 ID_FIELDS = ("event_id", "anonymous_id", "user_id", "campaign_id")
 TEXT_FIELDS = ("ad_id", "url", "referrer", "user_agent", "ip")
+# The longest free text that reaches a parser (the contract's limits, in characters).
+TEXT_LIMITS = {"url": 8192, "referrer": 8192, "user_agent": 1024}
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- strategies ----------------------------------------------------------------
@@ -423,7 +426,7 @@ def test_rfc3339_with_any_offset_is_the_instant_it_names(
 
 def padded(size: int) -> bytes:
     """A valid event of exactly ``size`` bytes."""
-    head = b'{"event_id":"big","type":"page_view","timestamp":0,"user_id":"u","url":"'
+    head = b'{"event_id":"big","type":"page_view","timestamp":0,"user_id":"u","ad_id":"'
     body = head + b"x" * (size - len(head) - 2) + b'"}'
     assert len(body) == size
     return body
@@ -439,6 +442,31 @@ def test_exactly_64_kib_is_accepted_and_one_byte_more_is_too_large() -> None:
     batch = b'{"batch":[' + padded(LIMIT) + b"," + padded(LIMIT + 1) + b"]}"
     collected = parse_body(batch, NOW_MS, LIMIT, 500)
     assert [(e["index"], e["reason"]) for e in collected.errors] == [(1, "too_large")]
+    assert len(collected.accepted) == 1
+
+
+@FAST
+@given(
+    valid_events(),
+    st.sampled_from(sorted(TEXT_LIMITS)),
+    st.integers(-3, 20_000),
+    st.sampled_from(["x", "é", "\U0001d522"]),
+)
+def test_free_text_over_its_limit_is_field_too_long(
+    body: dict[str, Any], name: str, over: int, char: str
+) -> None:
+    """Counted in characters, whatever their bytes; at the limit it is still accepted."""
+    body[name] = char * (TEXT_LIMITS[name] + over)
+    raw = dumps(body)
+    assume(len(raw) <= LIMIT)
+    result = validate_bytes(raw, NOW_MS)
+    if over <= 0:
+        assert isinstance(result, Event) and getattr(result, name) == body[name]
+        return
+    assert rejection(result).reason == "field_too_long"
+    assert name in result.detail
+    collected = parse_body(dumps({"batch": [body, {**body, name: "ok"}]}), NOW_MS, LIMIT, 500)
+    assert [(e["index"], e["reason"]) for e in collected.errors] == [(0, "field_too_long")]
     assert len(collected.accepted) == 1
 
 
