@@ -133,8 +133,9 @@ def test_a_poison_attack_is_bounded_and_stops_nothing(make_worker: WorkerFactory
         for i in range(1000)
         if partition(f"bystander-{tag}-{i}") == partition(attacker)
     )
-    batches = 0
+    batches, deadline = 0, time.monotonic() + 300
     for batch in attack(attacker, bystander, user):
+        assert time.monotonic() < deadline, f"the collector fell behind at batch {batches}"
         status, answer = call(
             "POST",
             worker.url + "/collect",
