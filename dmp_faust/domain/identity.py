@@ -17,6 +17,8 @@ depend on arrival order):
 * ``MergeFragment``: keyed by a user_id: merge an anonymous profile into it.
 * ``Erase``: keyed by a canonical id: delete the profile, and send
   ``EraseLink`` to each linked id, which deletes that id's record.
+* ``Unlink``: keyed by an anonymous id that its user can no longer list
+  (past ``profiles.Limits.ids``): delete that link (its data is in the user).
 
 Replays: each fold is guarded by the watermark of the command's source
 record, stored in the record it changes. A linked anonymous record that sees
@@ -36,7 +38,7 @@ profile.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -68,7 +70,11 @@ class EraseDone(msgspec.Struct, tag="erase_done"):
     profile_id: str  # a linked id that is erased now
 
 
-Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone
+class Unlink(msgspec.Struct, tag="unlink"):
+    user_id: str  # a user that can no longer list this id (see profiles.Limits)
+
+
+Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone | Unlink
 
 
 def command_time(command: Command) -> int | None:
@@ -128,14 +134,20 @@ def handle(key: str, record: Profile | None, command: Command, ctx: Context) -> 
         return _resolve(key, record, command.event, ctx)
     if isinstance(command, FoldEvent):
         event = command.event
-        return _update(
+        listed = _ids_with(record, (event.anonymous_id, event.user_id))
+        outcome = _update(
             key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms)
         )
+        return _unlink_unlisted(key, listed, outcome)
     if isinstance(command, MergeFragment):
         part = command.fragment
-        return _update(
+        listed = _ids_with(record, part.ids)
+        outcome = _update(
             key, record, ctx, lambda p: pf.merge(p, part, ctx.stream_time, ctx.horizon_ms)
         )
+        return _unlink_unlisted(key, listed, outcome)
+    if isinstance(command, Unlink):
+        return _unlink(record, command.user_id, ctx)
     if isinstance(command, EraseDone):
         return _erase_done(key, record, command.profile_id)
     if record is not None and record.merged_into and isinstance(command, Erase):
@@ -151,6 +163,39 @@ def handle(key: str, record: Profile | None, command: Command, ctx: Context) -> 
     if seen(record).covers(*ctx.source):
         return Outcome(record)  # a replay of an erasure that is complete
     return _erase(key, record, ctx)
+
+
+def _ids_with(record: Profile | None, brought: Iterable[str | None]) -> set[str]:
+    """The ids a record lists, with those a command brings."""
+    return {i for i in (*(record.ids if record is not None else ()), *brought) if i}
+
+
+def _unlink_unlisted(key: str, listed: set[str], outcome: Outcome) -> Outcome:
+    """Ids that a profile can no longer list (``profiles.Limits``) are sent ``Unlink``.
+
+    An erasure of the profile sends ``EraseLink`` to the ids it lists only, so
+    a link it cannot list must go: see :func:`_unlink`.
+    """
+    if not outcome.write or outcome.record is None or not outcome.record.ids_truncated:
+        return outcome
+    dropped = sorted(listed - set(outcome.record.ids) - {key})
+    outcome.sends += [(i, Unlink(key)) for i in dropped]
+    return outcome
+
+
+def _unlink(record: Profile | None, user_id: str, ctx: Context) -> Outcome:
+    """A link that its user can no longer list goes, with the frozen state it kept.
+
+    Its data is in the user's profile (the merge came first: the user listed the
+    id). What it had seen is kept as erased marks, so that its records read
+    again bring nothing back; its later events start a new profile. A record
+    not linked to that user (linked elsewhere, or a new anonymous profile) stays.
+    """
+    if record is None or record.merged_into != user_id or seen(record).covers(*ctx.source):
+        return Outcome(record)
+    marks = seen(record)
+    marks.advance(*ctx.source)
+    return Outcome(None, write=True, erased=marks)
 
 
 def seen(record: Profile) -> Watermarks:

@@ -1,5 +1,8 @@
 """Profile bounds: no key's value grows past a fixed size, whatever the input.
 
+(The other tables' values, campaign windows and guarded counters, are bounded by
+construction; the last tests check them the same way.)
+
 Each collection a profile holds is pushed far past its limit (by folds, as
 events arrive, and by merges, as linked fragments arrive) with the longest
 strings validation lets through, in 4-byte UTF-8 characters; the encoded
@@ -19,11 +22,13 @@ from hypothesis import strategies as st
 
 from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.batches import CommandItem, encode_batch
+from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.events import MAX_ID_CHARS
 from dmp_faust.domain.identity import MergeFragment
 from dmp_faust.domain.profiles import LIMITS, MAX_PROFILE_BYTES, MINUTE_MS, Limits, Profile
 from dmp_faust.domain.profiles import ProfileEvent as Ev
 from dmp_faust.domain.watermarks import MAX_PARTITIONS, source_id
+from dmp_faust.domain.windows import WindowStats
 
 DAY_MS = 24 * 60 * MINUTE_MS
 T0 = 28_333_333 * MINUTE_MS
@@ -242,3 +247,25 @@ def test_frozen_copy_bounds_a_record_stored_before_the_limits() -> None:
     assert len(copy.ids) == LIMITS.ids and len(copy.interests) == LIMITS.interests
     assert len(copy.frequency) <= LIMITS.campaigns
     assert sum(copy.interests.values()) + copy.interests_other == 10 * LIMITS.interests * 2**40
+
+
+# --- the other tables' values are bounded by construction: checked all the same -----------
+
+ALL_SOURCES = [source_id(s, p) for s in (0, 1) for p in range(MAX_PARTITIONS)]
+MAX_OTHER_VALUE_BYTES = 64 * 1024
+
+
+def test_a_campaign_window_stays_bounded_whatever_the_users() -> None:
+    stats = WindowStats()
+    for n in range(100_000):  # distinct profile ids: the sketch, not a set, remembers them
+        stats.apply("impression", f"user-{n}", None)
+    for source in ALL_SOURCES:
+        stats.apply_once((source, 2**62), "click", wide(0), None)
+    assert len(stats.to_bytes()) <= MAX_OTHER_VALUE_BYTES
+
+
+def test_a_guarded_counter_stays_bounded_whatever_the_deltas() -> None:
+    counter = GuardedCounter()
+    for source in ALL_SOURCES:
+        counter.apply_offsets(source, {offset: 1 for offset in range(2**40, 2**40 + 50)})
+    assert len(counter.to_bytes()) <= MAX_OTHER_VALUE_BYTES
