@@ -180,10 +180,76 @@ def test_route_event(anon: str | None, user: str | None, key: str, resolve: bool
         pytest.param(Erase(), id="erase"),
         pytest.param(EraseLink("u1"), id="erase-link"),
         pytest.param(EraseDone("a1"), id="erase-done"),
+        pytest.param(FoldEvent(ev(), resolve=False, path=["a1", "u1"]), id="fold-with-path"),
+        pytest.param(MergeFragment(Profile(profile_id="u1"), path=["a1"]), id="merge-with-path"),
+        pytest.param(Erase(T0, "er-1", ["a1"]), id="erase-with-cutoff"),
+        pytest.param(EraseLink("u1", T0, "er-1"), id="erase-link-with-cutoff"),
+        pytest.param(EraseDone("a1", "er-1"), id="erase-done-of-an-erasure"),
+        pytest.param(ErasureNote("er-1", True, ["ab" * 32]), id="erasure-note"),
     ],
 )
 def test_commands_round_trip(command: Command) -> None:
     assert decode_command(encode_command(command)) == command
+
+
+def test_commands_written_before_paths_and_cutoffs_still_decode() -> None:
+    """Records of profiles.in written by the previous version (no path, no cutoff)."""
+    old = msgspec.msgpack.encode({"type": "erase"})
+    assert decode_command(old) == Erase(None, "", [])
+    old_link = msgspec.msgpack.encode({"type": "erase_link", "user_id": "u1"})
+    assert decode_command(old_link) == EraseLink("u1", None, "")
+
+
+@pytest.mark.parametrize("before_ms", [None, T0, 0])
+def test_erased_values_round_trip_and_old_ones_have_no_cutoff(before_ms: int | None) -> None:
+    marks = Watermarks({VALID: 14, FROM_P1: 4})
+    assert decode_erased(encode_erased(marks, before_ms)) == (marks, before_ms)
+    assert decode_erased(marks.to_bytes()) == (marks, None)  # a value of the previous version
+
+
+def test_erasure_status_adds_ids_and_erased_is_final() -> None:
+    started = note_erasure(None, ErasureNote("er-1", False, ["b", "a"]))
+    assert started == ErasureState("erasing", ["a", "b"])
+    done = note_erasure(started, ErasureNote("er-1", True, []))
+    assert done == ErasureState("erased", ["a", "b"])
+    assert note_erasure(done, ErasureNote("er-1", False, ["c"])) == ErasureState(
+        "erased", ["a", "b", "c"]
+    )
+
+
+def test_a_command_that_closes_a_cycle_stops_at_its_smallest_id() -> None:
+    """x is linked to y, y to x. A fragment that left x and came back through y is merged
+    at x, which cuts its link and becomes the root (a new canonical profile); at y, a
+    command that came round from y is sent on, since y is not the smallest."""
+    x = Profile(profile_id="x", ids=["x", "y"], counts={"identify": 1}, merged_into="y")
+    x.linked_at, x.applied = 0, {VALID: 1}
+    back = MergeFragment(Profile(profile_id="y", ids=["x", "y"], counts={"identify": 1}))
+    back.path = ["x", "y"]
+    cut = handle("x", x, back, ctx((FROM_P2, 3)))
+    assert cut.record is not None
+    assert (cut.record.merged_into, cut.record.linked_at) == (None, 0)
+    assert (cut.record.counts, cut.record.ids) == ({"identify": 1}, ["x", "y"])
+    assert cut.record.applied == {VALID: 1, FROM_P2: 3}  # its own marks are kept
+    assert (cut.sends, cut.profiles_delta) == ([], 1)
+    y = Profile(profile_id="y", ids=["y", "x"], counts={"identify": 1}, merged_into="x")
+    y.linked_at = 0
+    around = MergeFragment(Profile(profile_id="x", counts={"click": 1}), path=["y", "x"])
+    sent_on = handle("y", y, around, ctx((FROM_P1, 5)))
+    assert sent_on.sends == [("x", MergeFragment(around.fragment, path=["y", "x", "y"]))]
+    # a later link request at the cut root never links it again: it goes to its user
+    again = handle("x", cut.record, FoldEvent(ev(anon="x", user="y"), True), ctx((VALID, 9)))
+    assert again.record is not None and again.record.merged_into is None
+    assert [target for target, _ in again.sends] == ["y"]
+
+
+def test_a_walk_stops_after_max_hops() -> None:
+    record = Profile(profile_id="k", ids=["k"], counts={"click": 1}, merged_into="n")
+    record.linked_at = 0
+    far = FoldEvent(ev(), resolve=False, path=[f"i{n}" for n in range(MAX_HOPS)])
+    outcome = handle("k", record, far, ctx((FROM_P1, 5)))
+    assert outcome.sends == []
+    assert outcome.record is not None and outcome.record.merged_into is None
+    assert outcome.record.counts == {"page_view": 1}
 
 
 def test_erasure_key_is_a_hash_per_namespace() -> None:
