@@ -271,7 +271,7 @@ def _dropped(
     """Erased data arriving late: dropped. A fragment's own ids are erased too, and so
     is the person of the user a dropped link request names (a link still travelling).
     A command this key had handled before it was erased (read again) just drops."""
-    handled = (record is not None and seen(record).covers(*ctx.source)) or (
+    handled = (record is not None and _handled(record, ctx.source)) or (
         ctx.erased is not None and ctx.erased.covers(*ctx.source)
     )
     if handled:
@@ -291,6 +291,12 @@ def seen(record: Profile) -> Watermarks:
     for source, offset in record.forwarded.items():
         marks.advance(source, offset)
     return marks
+
+
+def _handled(record: Profile, source: tuple[int, int]) -> bool:
+    """``seen(record).covers(*source)`` without building the merged marks (every fold
+    asks)."""
+    return record.watermarks.covers(*source) or Watermarks(record.forwarded).covers(*source)
 
 
 def _resolve(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
@@ -426,7 +432,7 @@ def _update(
 ) -> Outcome:
     existed = record is not None
     record = record or ctx.new_record(key)
-    if seen(record).covers(*ctx.source):  # folded or forwarded already, or erased since
+    if _handled(record, ctx.source):  # folded or forwarded already, or erased since
         return Outcome(record if existed else None)
     created = not existed or not pf.has_data(record)  # new, or new since an erasure
     step(record)
