@@ -39,6 +39,7 @@ from tables.segment_sizes import segment_sizes
 from tables.stream_times import stream_times
 
 RULES = {rule.id: rule for rule in segment_rules}
+LINK_QUERY = "link"  # GET /profiles/{id}?link=1: where a linked id leads, not the profile
 ERASURE_NOTED_WITHIN_S = 5.0  # how long a DELETE waits for its erasure to be recorded
 _states = msgspec.msgpack.Decoder(ErasureState)
 
@@ -58,20 +59,42 @@ async def _record(request: Any, profile_id: str) -> tuple[Any, pf.Profile | None
 async def _canonical(
     request: Any, profile_id: str, record: pf.Profile | None, path: str
 ) -> tuple[Any, str, pf.Profile | None]:
-    """(a routed answer, ...) or (None, the canonical id, its local record): links are
-    followed while they stay on this worker; one to an id another worker owns is
-    answered there (``path``, formatted with that id). A chain longer than any a
-    settled person has (links still travelling, see identity) answers 503."""
+    """(a routed answer, the canonical id, None), or (None, the canonical id, its local
+    record or None). Links are resolved from here: a linked id another worker owns is
+    only asked where it leads (``?link=1``), so a chain of links across workers costs
+    one hop per link, each from this worker, and the answer then comes from the
+    canonical id's owner (``path``, formatted with that id): never a second hop. A
+    chain longer than any a settled person has (links still travelling) answers 503."""
+    remote = False
     for _ in range(MAX_HOPS):
         if record is None or not record.merged_into:
-            return None, profile_id, record
+            break
         profile_id = record.merged_into
-        target = path.format(quote(profile_id, safe=""))
-        routed = await route_to_owner(request, profiles, profile_id, target)
-        if routed is not None:
-            return routed, profile_id, None
-        record = pf.from_bytes(profiles.get(profile_id))
-    raise HttpError(503, "unavailable", "identity links are still settling; retry")
+        record, remote = await _link_of(request, profile_id)
+    else:
+        raise HttpError(503, "unavailable", "identity links are still settling; retry")
+    if not remote or record is None:
+        return None, profile_id, record
+    target = path.format(quote(profile_id, safe=""))
+    routed = await route_to_owner(request, profiles, profile_id, target)
+    if routed is None:  # it moved here meanwhile
+        return None, profile_id, pf.from_bytes(profiles.get(profile_id))
+    return routed, profile_id, None
+
+
+async def _link_of(request: Any, profile_id: str) -> tuple[pf.Profile | None, bool]:
+    """The record of ``profile_id`` (remote: only its id and link), and whether it is
+    another worker's."""
+    path = f"/profiles/{quote(profile_id, safe='')}?{LINK_QUERY}=1"
+    routed = await route_to_owner(request, profiles, profile_id, path)
+    if routed is None:
+        return pf.from_bytes(profiles.get(profile_id)), False
+    if routed.status == 404:
+        return None, True
+    if routed.status != 200:
+        raise HttpError(503, "unavailable", f"the owner of a linked id answered {routed.status}")
+    body = json.loads(routed.body)
+    return pf.Profile(profile_id=profile_id, merged_into=body.get("linked_to")), True
 
 
 @app.page("/profiles/{profile_id}")
@@ -80,6 +103,9 @@ class Profiles(View):
         routed, record = await _record(request, profile_id)
         if routed is not None:
             return routed
+        assert record is not None
+        if record.merged_into and request.query.get(LINK_QUERY) == "1":  # see _canonical
+            return json_response({"profile_id": profile_id, "linked_to": record.merged_into})
         linked, _, record = await _canonical(request, profile_id, record, "/profiles/{}")
         if linked is not None:
             return linked
