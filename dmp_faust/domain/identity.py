@@ -541,8 +541,8 @@ def _erase_link(key: str, record: Profile | None, command: EraseLink, ctx: Conte
     """Erase a linked id of an erased person (an id in its ``ids``: one whose state was
     merged into the person; an event for another user does not add its anonymous id)."""
     done: list[tuple[str, Command]] = [(command.user_id, EraseDone(key, command.erasure_id))]
-    if record is None:
-        return Outcome(record, sends=done)  # gone already
+    if record is None or not pf.has_data(record):
+        return Outcome(record, sends=done)  # gone already, or being erased itself
     if seen(record).covers(*ctx.source):
         return Outcome(record, sends=done)  # read again: this record started after it
     if _after(record, command.before_ms):
