@@ -33,10 +33,15 @@ from dmp_faust.domain.batches import (
 from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.identity import (
     Context,
+    ErasureNote,
+    ErasureState,
     Outcome,
     command_time,
+    decode_erased,
+    encode_erased,
     erasure_key,
     handle,
+    note_erasure,
 )
 from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
@@ -47,6 +52,7 @@ from dmp_faust.settings import DAY_MS
 from dmp_faust.state import InputGate, StreamClock, header
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
 from dmp_faust.web import active_partitions
+from tables.erasure_status import erasure_status
 from tables.erasures import erasures
 from tables.profile_counts import profile_counts
 from tables.profiles import profiles
@@ -55,6 +61,7 @@ from tables.stream_times import stream_times
 
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
+VIEWS_STREAM = 2  # source-id stream of commands views send (no source header)
 TAKE_RECORDS = 64  # profiles.in records (each a batch of commands) taken at once
 clock = StreamClock("profiles")
 gate = InputGate("profiles", profile_commands, settings)
@@ -75,12 +82,15 @@ class Batch:
     times: TableWrites
     profiles: TableWrites
     erasures: TableWrites
+    statuses: TableWrites
     counts: TableWrites
     forward: Outbox
     deltas: Outbox
     records: dict[str, pf.Profile | None] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
-    erased: dict[str, Watermarks] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)  # keys whose record changed
+    erased_dirty: set[str] = field(default_factory=set)  # keys whose erasure marks changed
+    # per erased key: the marks and cutoff it keeps (None, None: never erased)
+    erased: dict[str, tuple[Watermarks | None, int | None]] = field(default_factory=dict)
     profiles_deltas: dict[int, int] = field(default_factory=dict)  # input offset -> delta
     processed: bool = False
 
@@ -93,30 +103,36 @@ class Batch:
             self.records[key] = pf.from_bytes(self.profiles.get(key.encode()))
         return self.records[key]
 
-    def erased_marks(self, key: str) -> Watermarks | None:
+    def erased_marks(self, key: str) -> tuple[Watermarks | None, int | None]:
+        """The marks and the cutoff an erasure of ``key`` left, if any."""
         if key not in self.erased:
-            marks = self.erasures.get(_erasure_key(key))
-            if not marks:
-                return None
-            self.erased[key] = Watermarks.read(marks)[0]
+            raw = self.erasures.get(_erasure_key(key))
+            self.erased[key] = decode_erased(raw) if raw else (None, None)
         return self.erased[key]
 
     def apply(self, key: str, outcome: Outcome, offset: int) -> None:
         if outcome.write:
             self.records[key] = outcome.record
             self.dirty.add(key)
-        if outcome.erased is not None:
-            self.erased[key] = outcome.erased
-            self.dirty.add(key)
+        if outcome.erased is not None or outcome.before_ms is not None:
+            marks, before_ms = self.erased_marks(key)
+            if outcome.before_ms is not None:
+                later = (
+                    outcome.before_ms if before_ms is None else max(before_ms, outcome.before_ms)
+                )
+                before_ms = later
+            self.erased[key] = (outcome.erased or marks or Watermarks(), before_ms)
+            self.erased_dirty.add(key)
         if outcome.profiles_delta:
             self.profiles_deltas[offset] = (
                 self.profiles_deltas.get(offset, 0) + outcome.profiles_delta
             )
 
     async def store(self) -> None:
+        for key in self.erased_dirty:
+            marks, before_ms = self.erased[key]
+            self.erasures.put(_erasure_key(key), encode_erased(marks or Watermarks(), before_ms))
         for key in self.dirty:
-            if key in self.erased:
-                self.erasures.put(_erasure_key(key), self.erased[key].to_bytes())
             record = self.records[key]
             self.profiles.put(key.encode(), None if record is None else pf.to_bytes(record))
         if self.profiles_deltas:
@@ -134,7 +150,7 @@ class Batch:
         # these offsets counted and skips them. The other way round (or at once), it would
         # find profiles created already, count 0 for them, and the count would fall short.
         await self.counts.commit()
-        await asyncio.gather(self.profiles.commit(), self.erasures.commit())
+        await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.statuses.commit())
         await self.times.commit()  # the gate last: what it lets by is in the tables
 
 
@@ -180,6 +196,7 @@ def _open(
         times,
         TableWrites(app, profiles, partition),
         TableWrites(app, erasures, partition),
+        TableWrites(app, erasure_status, partition),
         TableWrites(app, profile_counts, partition),
         Outbox(forwards),
         Outbox(deltas),
@@ -198,20 +215,40 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
     for index, item in enumerate(items):
         batch.stream_time = advance_stream_time(batch.stream_time, command_time(item.command) or 0)
         here = (here_id, position(offset, index))
-        source = (from_id, item.position) if from_id is not None else here
+        if from_id is not None:
+            source = (from_id, item.position)
+        else:  # from a view: a stream of its own (see identity.Context.from_view)
+            source = (source_id(VIEWS_STREAM, batch.partition), here[1])
+        if isinstance(item.command, ErasureNote):
+            _note_erasure(batch, item.key, item.command)
+            continue
+        marks, before_ms = batch.erased_marks(item.key)
         context = Context(
             source,
             here,
             batch.stream_time,
             FREQUENCY_HORIZON_MS,
             segments_of,
-            batch.erased_marks(item.key),
+            marks,
+            before_ms,
+            settings.app_id,
+            from_view=from_id is None,
         )
         outcome = handle(item.key, batch.record(item.key), item.command, context)
         batch.apply(item.key, outcome, offset)
         for target, command in outcome.sends:
             batch.forward.add(target, CommandItem(target, here[1], command))
         _segment_changes(item.key, outcome, here[1], batch, changes)
+
+
+_states = msgspec.msgpack.Decoder(ErasureState)
+
+
+def _note_erasure(batch: Batch, erasure_id: str, note: ErasureNote) -> None:
+    """Keep what an erasure reports under its id (``GET /erasures/{id}``)."""
+    raw = batch.statuses.get(erasure_id.encode())
+    state = note_erasure(_states.decode(raw) if raw else None, note)
+    batch.statuses.put(erasure_id.encode(), msgspec.msgpack.encode(state))
 
 
 def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, changes: Records) -> None:

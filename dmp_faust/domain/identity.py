@@ -6,40 +6,82 @@ the new record, the commands to send on (keyed by other ids), and the
 segment changes. Everything that must cross partitions travels as one of
 these keyed commands; nothing is shared in memory.
 
+**What a link is.** Every id has at most one record. An event carrying an
+anonymous id ``a`` and a user id ``u`` (``a != u``) is a *link request*,
+decided on ``a``'s partition, in that partition's order:
+
+* if ``a``'s record has never been linked, it links now: it freezes
+  (``merged_into = u``: the *pointer* of ``a``) and sends its whole state,
+  that event included, to ``u`` as one ``MergeFragment``. This holds for any
+  ``a``: one that is only anonymous, and one that is itself a user whose
+  profile holds the fragments of others (a user id reused as an anonymous id):
+  the whole person moves under ``u``;
+* if ``a``'s record is linked already (or was, see cycles), the pointer does
+  not move: the event counts for ``u``'s person (it is sent to ``u``).
+
+A pointer is set once. The pointers form a graph in which every id has at
+most one way out, so each connected *person* is either a tree, whose root
+(the one id not linked) is its canonical id, or a tree hanging on one cycle
+(``x -> y`` and ``y -> x``; ``x -> y -> z -> x``). The cycle is broken at its
+smallest id ``m``: ``m``'s pointer is cut and ``m`` is the canonical id. So
+the person of an id, and its canonical id, depend only on the pointers, and
+every canonical id is a user id (every id on a cycle is the target of a link).
+
+**How data moves.** A record that is linked holds nothing live: every
+command that reaches it (events for the id, fragments, erasures) goes on
+along its pointer, with the ids it has passed in ``path``. Data thus only
+ever moves along pointers and is added up where it meets a record that is
+not linked, a root; a root that later links sends what it holds on as one
+fragment. A command that comes back to an id already in its path has gone
+round a cycle; at the cycle's smallest id it stops: that id cuts its
+pointer, clears the frozen copy it kept (that copy is itself travelling
+round the cycle and will arrive) and becomes the root. So every event is
+counted once, at the root of its person, whatever order the partitions run
+in; a command makes at most about two rounds of its person's pointers, and
+never more than ``MAX_HOPS`` hops: at that length the id it reached becomes a
+root as if it closed a cycle (a chain that long can only be built on purpose;
+it splits the person there and still counts each event once).
+
 Commands (see :mod:`dmp_faust.domain.profiles` for why the result does not
 depend on arrival order):
 
-* ``FoldEvent(resolve=True)``: keyed by an event's anonymous_id. The record
-  of that id decides: linked -> forward to the user; carrying a user_id and
-  not linked -> link now and send the anonymous state to the user as one
-  ``MergeFragment``; else fold into the anonymous profile.
+* ``FoldEvent(resolve=True)``: keyed by an event's anonymous_id: a link
+  request when it carries another user id, else an anonymous event.
 * ``FoldEvent(resolve=False)``: keyed by a user_id: fold.
-* ``MergeFragment``: keyed by a user_id: merge an anonymous profile into it.
-* ``Erase``: keyed by a canonical id: delete the profile, and send
-  ``EraseLink`` to each linked id, which deletes that id's record.
-* ``Unlink``: keyed by an anonymous id that its user can no longer list
-  (past ``profiles.Limits.ids``): delete that link (its data is in the user).
+* ``MergeFragment``: keyed by a user_id: merge another record's state into it.
+* ``Erase``: keyed by the id a ``DELETE`` named; goes along the pointers to
+  the root, which deletes its profile, and sends ``EraseLink`` to each linked
+  id, which deletes that id's record and answers ``EraseDone``.
+* ``ErasureNote``: keyed by an erasure id: what the erasure status table
+  keeps (:func:`note_erasure`).
 
 Replays: each fold is guarded by the watermark of the command's source
-record, stored in the record it changes. A linked anonymous record that sees
-again the linking record re-sends its frozen state (the user's watermark
-takes the first copy that arrives and drops the other); earlier records,
-read again, change nothing, since their effect is in that state. Commands it
-forwards after the link are recorded in its ``forwarded`` marks and
-re-forwarded when read again (see :func:`_forward`).
+record, stored in the record it changes. A linked record that sees again the
+linking record re-sends its frozen state (the user's watermark takes the
+first copy that arrives and drops the other); earlier records, read again,
+change nothing, since their effect is in that state. Commands it forwards
+after the link are recorded in its ``forwarded`` marks and re-forwarded when
+read again (see :func:`_forward`).
 
-Erasure keeps no personal data, but it keeps the erased record's
-watermarks (under a hash of the id): after a crash, records that were folded
-before the erasure are read again, and those marks are what stops them from
-bringing the profile back. Events that arrive after the erasure start a new
-profile.
+**Erasure** (``docs/SECURITY.md``): an ``Erase`` carries a cutoff
+``before_ms`` (an event time, set by the view). The erased ids keep, under a
+hash of the id, the cutoff and the erased record's watermarks, and nothing
+else. Whatever arrives for such an id later is dropped if it holds an event
+at or before the cutoff: an event whose time is ``<= before_ms``, a fragment
+whose ``first_seen`` is; a fragment dropped at an erased user also erases the
+ids it names (the anonymous ids whose link was still travelling). Event time
+is part of the record, so a replay decides the same way; the watermarks stop
+replays of what the erased record had folded (events after the cutoff
+included) from bringing it back. Events after the cutoff start a new profile.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 
@@ -48,33 +90,47 @@ from dmp_faust.domain.profiles import Profile, ProfileEvent
 from dmp_faust.domain.segments import changes
 from dmp_faust.domain.watermarks import Watermarks
 
+MAX_HOPS: Final = 16  # the longest path a command travels along pointers
+
 
 class FoldEvent(msgspec.Struct, tag="event"):
     event: ProfileEvent
     resolve: bool
+    path: list[str] = msgspec.field(default_factory=list)  # linked ids passed through
 
 
 class MergeFragment(msgspec.Struct, tag="merge"):
     fragment: Profile
+    path: list[str] = msgspec.field(default_factory=list)
 
 
 class Erase(msgspec.Struct, tag="erase"):
-    pass
+    before_ms: int | None = None  # the cutoff: events at or before it are erased
+    erasure_id: str = ""  # where its status is kept (see :func:`note_erasure`)
+    path: list[str] = msgspec.field(default_factory=list)
 
 
 class EraseLink(msgspec.Struct, tag="erase_link"):
-    user_id: str  # the user being erased: a link to another user is left alone
+    user_id: str  # the record being erased, which waits for the answer
+    before_ms: int | None = None
+    erasure_id: str = ""  # the erasure to report done (see EraseDone)
 
 
 class EraseDone(msgspec.Struct, tag="erase_done"):
     profile_id: str  # a linked id that is erased now
+    # the erasure it answers: reported done again if it arrives once the record is gone
+    # (read again after a crash that lost the report)
+    erasure_id: str = ""
 
 
-class Unlink(msgspec.Struct, tag="unlink"):
-    user_id: str  # a user that can no longer list this id (see profiles.Limits)
+class ErasureNote(msgspec.Struct, tag="erasure_note"):
+    erasure_id: str
+    erased: bool  # False: under way; True: the erasure's records are deleted
+    ids: list[str] = msgspec.field(default_factory=list)  # hashed ids it covers (hex)
 
 
-Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone | Unlink
+Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone | ErasureNote
+Travelling = FoldEvent | MergeFragment | Erase
 
 
 def command_time(command: Command) -> int | None:
@@ -89,6 +145,36 @@ def command_time(command: Command) -> int | None:
 def erasure_key(namespace: str, profile_id: str) -> bytes:
     """Where an erased id's marks are kept: a hash, so the id itself is not."""
     return hashlib.sha256(f"{namespace}\x1f{profile_id}".encode()).digest()
+
+
+_CUTOFF: Final = struct.Struct("<q")
+
+
+def encode_erased(marks: Watermarks, before_ms: int | None) -> bytes:
+    """An ``erasures`` value: the erased record's watermarks, then the cutoff if any."""
+    tail = b"" if before_ms is None else _CUTOFF.pack(before_ms)
+    return marks.to_bytes() + tail
+
+
+def decode_erased(raw: bytes) -> tuple[Watermarks, int | None]:
+    """The inverse of :func:`encode_erased` (values from before cutoffs have none)."""
+    marks, pos = Watermarks.read(raw)
+    before_ms = _CUTOFF.unpack_from(raw, pos)[0] if len(raw) >= pos + _CUTOFF.size else None
+    return marks, before_ms
+
+
+class ErasureState(msgspec.Struct):
+    """What ``GET /erasures/{id}`` shows: ``erasing`` or ``erased``, and the hashed ids."""
+
+    status: str
+    ids: list[str] = msgspec.field(default_factory=list)
+
+
+def note_erasure(state: ErasureState | None, note: ErasureNote) -> ErasureState:
+    """Fold a note into an erasure's status: ids add up, ``erased`` is final."""
+    erased = note.erased or (state is not None and state.status == "erased")
+    ids = sorted(set(state.ids if state else ()) | set(note.ids))
+    return ErasureState("erased" if erased else "erasing", ids)
 
 
 def route_event(event: ProfileEvent) -> tuple[str, FoldEvent]:
@@ -107,6 +193,7 @@ class Outcome:
     exited: list[str] = field(default_factory=list)
     profiles_delta: int = 0  # canonical profiles created (+1) or removed (-1)
     erased: Watermarks | None = None  # set when the record was erased: what it had seen
+    before_ms: int | None = None  # set when the key's erasure cutoff is to be kept
 
 
 SegmentsOf = Callable[[Profile], frozenset[str]]
@@ -122,80 +209,80 @@ class Context:
     horizon_ms: int
     segments_of: SegmentsOf
     erased: Watermarks | None = None  # marks left by an erasure of this key, if any
+    before_ms: int | None = None  # the cutoff of an erasure of this key, if any
+    namespace: str = ""  # of the hashed ids an erasure reports (see erasure_key)
+    # sent by a view (an Erase): no source header. Its source is then its own offset,
+    # counted as a stream of its own: the sends of this partition's keys that are still
+    # on their way have lower offsets of this partition, and must not look covered
+    from_view: bool = False
 
     def new_record(self, key: str) -> Profile:
         """A first record for ``key``, which ignores what an earlier erasure had seen."""
         marks = dict(self.erased.offsets) if self.erased is not None else {}
         return Profile(profile_id=key, ids=[key], applied=marks)
 
+    def hashed(self, ids: list[str]) -> list[str]:
+        return sorted({erasure_key(self.namespace, i).hex() for i in ids})
+
 
 def handle(key: str, record: Profile | None, command: Command, ctx: Context) -> Outcome:
-    if isinstance(command, FoldEvent) and command.resolve:
-        return _resolve(key, record, command.event, ctx)
-    if isinstance(command, FoldEvent):
-        event = command.event
-        listed = _ids_with(record, (event.anonymous_id, event.user_id))
-        outcome = _update(
-            key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms)
-        )
-        return _unlink_unlisted(key, listed, outcome)
+    if isinstance(command, ErasureNote):
+        return Outcome(record)  # kept by the agent in the erasure status table
+    if isinstance(command, EraseDone):
+        return _erase_done(key, record, command)
+    if isinstance(command, EraseLink):
+        return _erase_link(key, record, command, ctx)
+    if isinstance(command, Erase):
+        return _erase_command(key, record, command, ctx)
+    if _before_cutoff(command, ctx.before_ms):
+        return _dropped(key, record, command, ctx)
+    if record is not None and record.merged_into:
+        return _at_linked(key, record, command, ctx)
+    return _at_root(key, record, command, ctx)
+
+
+def _at_root(
+    key: str, record: Profile | None, command: FoldEvent | MergeFragment, ctx: Context
+) -> Outcome:
     if isinstance(command, MergeFragment):
         part = command.fragment
-        listed = _ids_with(record, part.ids)
-        outcome = _update(
+        return _update(
             key, record, ctx, lambda p: pf.merge(p, part, ctx.stream_time, ctx.horizon_ms)
         )
-        return _unlink_unlisted(key, listed, outcome)
-    if isinstance(command, Unlink):
-        return _unlink(record, command.user_id, ctx)
-    if isinstance(command, EraseDone):
-        return _erase_done(key, record, command.profile_id)
-    if record is not None and record.merged_into and isinstance(command, Erase):
-        if record.watermarks.covers(*ctx.source):  # an erasure from before this link
-            return Outcome(record)
-        return _forward(record, record.merged_into, Erase(), ctx)
-    if isinstance(command, EraseLink):
-        return _erase_link(key, record, command.user_id, ctx)
-    if record is None:
-        return Outcome(None)
-    if record.erasing:  # the erasure read again: ask the linked ids again
-        return Outcome(record, sends=[(other, EraseLink(key)) for other in record.erasing])
-    if seen(record).covers(*ctx.source):
-        return Outcome(record)  # a replay of an erasure that is complete
-    return _erase(key, record, ctx)
+    if command.resolve:
+        return _resolve(key, record, command.event, ctx)
+    event = command.event
+    return _update(key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms))
 
 
-def _ids_with(record: Profile | None, brought: Iterable[str | None]) -> set[str]:
-    """The ids a record lists, with those a command brings."""
-    return {i for i in (*(record.ids if record is not None else ()), *brought) if i}
+def _before_cutoff(command: FoldEvent | MergeFragment, before_ms: int | None) -> bool:
+    """Whether the command holds an event at or before an erasure cutoff of its key."""
+    if before_ms is None:
+        return False
+    if isinstance(command, FoldEvent):
+        return command.event.ts <= before_ms
+    first = command.fragment.first_seen
+    return first is not None and first <= before_ms
 
 
-def _unlink_unlisted(key: str, listed: set[str], outcome: Outcome) -> Outcome:
-    """Ids that a profile can no longer list (``profiles.Limits``) are sent ``Unlink``.
-
-    An erasure of the profile sends ``EraseLink`` to the ids it lists only, so
-    a link it cannot list must go: see :func:`_unlink`.
-    """
-    if not outcome.write or outcome.record is None or not outcome.record.ids_truncated:
-        return outcome
-    dropped = sorted(listed - set(outcome.record.ids) - {key})
-    outcome.sends += [(i, Unlink(key)) for i in dropped]
-    return outcome
-
-
-def _unlink(record: Profile | None, user_id: str, ctx: Context) -> Outcome:
-    """A link that its user can no longer list goes, with the frozen state it kept.
-
-    Its data is in the user's profile (the merge came first: the user listed the
-    id). What it had seen is kept as erased marks, so that its records read
-    again bring nothing back; its later events start a new profile. A record
-    not linked to that user (linked elsewhere, or a new anonymous profile) stays.
-    """
-    if record is None or record.merged_into != user_id or seen(record).covers(*ctx.source):
+def _dropped(
+    key: str, record: Profile | None, command: FoldEvent | MergeFragment, ctx: Context
+) -> Outcome:
+    """Erased data arriving late: dropped. A fragment's own ids are erased too, and so
+    is the person of the user a dropped link request names (a link still travelling).
+    A command this key had handled before it was erased (read again) just drops."""
+    handled = (record is not None and _handled(record, ctx.source)) or (
+        ctx.erased is not None and ctx.erased.covers(*ctx.source)
+    )
+    if handled:
         return Outcome(record)
-    marks = seen(record)
-    marks.advance(*ctx.source)
-    return Outcome(None, write=True, erased=marks)
+    if isinstance(command, FoldEvent):
+        user_id = command.event.user_id
+        if command.resolve and user_id and user_id != key:
+            return Outcome(record, sends=[(user_id, Erase(ctx.before_ms))])
+        return Outcome(record)
+    link = EraseLink(key, ctx.before_ms)
+    return Outcome(record, sends=[(i, link) for i in sorted(set(command.fragment.ids) - {key})])
 
 
 def seen(record: Profile) -> Watermarks:
@@ -206,36 +293,110 @@ def seen(record: Profile) -> Watermarks:
     return marks
 
 
+def _handled(record: Profile, source: tuple[int, int]) -> bool:
+    """``seen(record).covers(*source)`` without building the merged marks (every fold
+    asks)."""
+    return record.watermarks.covers(*source) or Watermarks(record.forwarded).covers(*source)
+
+
 def _resolve(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
-    if record is not None and record.merged_into:
-        return _linked(record, event, ctx)
-    if event.user_id and event.user_id != key:
+    user_id = event.user_id
+    if user_id and user_id != key:
+        if record is not None and record.linked_at is not None:  # its link was cut: for good
+            if record.watermarks.covers(*ctx.source):  # folded before, in the frozen state
+                return Outcome(record)
+            return _forward(record, user_id, _for_another_user(event), ctx)
         return _link(key, record, event, ctx)
     return _update(key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms))
 
 
-def _linked(record: Profile, event: ProfileEvent, ctx: Context) -> Outcome:
-    """A command for an anonymous id that is linked already."""
+def _at_linked(
+    key: str, record: Profile, command: FoldEvent | MergeFragment, ctx: Context
+) -> Outcome:
+    """A command for an id that is linked already: it goes on along the pointer."""
     if record.watermarks.covers(*ctx.source):  # folded before the link, so in the merge
-        if ctx.here[1] == record.linked_at:  # the linking record, read again: re-send
+        resolving = isinstance(command, FoldEvent) and command.resolve
+        if resolving and ctx.here[1] == record.linked_at:  # the linking record, read again
             return Outcome(
                 record, sends=[(record.merged_into or "", MergeFragment(record_state(record)))]
             )
         return Outcome(record)
-    return _forward(record, event.user_id or record.merged_into or "", FoldEvent(event, False), ctx)
+    if isinstance(command, FoldEvent) and command.resolve:
+        user_id = command.event.user_id
+        if user_id and user_id not in (key, record.merged_into):  # another user's event
+            return _forward(record, user_id, _for_another_user(command.event), ctx)
+    return _along(key, record, command, ctx)
+
+
+def _for_another_user(event: ProfileEvent) -> FoldEvent:
+    """An event naming a user other than the one this id is linked to counts for that
+    user; the anonymous id is not that user's (it stays out of the user's ``ids``)."""
+    return FoldEvent(msgspec.structs.replace(event, anonymous_id=None), resolve=False)
+
+
+def _along(key: str, record: Profile, command: Travelling, ctx: Context) -> Outcome:
+    """Forward ``command`` along ``key``'s pointer, or stop it here if it closed a cycle."""
+    path = command.path
+    if key in path:
+        cycle = path[path.index(key) :]
+        if key == min(cycle):
+            return _cut(key, record, command, ctx)
+    elif len(path) >= MAX_HOPS:
+        return _cut(key, record, command, ctx)
+    hop = [*path, key]
+    sent: Command
+    if isinstance(command, FoldEvent):
+        sent = FoldEvent(command.event, resolve=False, path=hop)
+    elif isinstance(command, MergeFragment):
+        sent = MergeFragment(command.fragment, path=hop)
+    else:
+        sent = Erase(command.before_ms, command.erasure_id, path=hop)
+    return _forward(record, record.merged_into or "", sent, ctx)
+
+
+def _cut(key: str, record: Profile, command: Travelling, ctx: Context) -> Outcome:
+    """Break a cycle at its smallest id: cut the pointer, become the person's root.
+
+    The frozen state this record kept was sent round the cycle when it linked
+    and arrives here like any fragment, so the root starts empty; it keeps its
+    marks, so that its own records read again are still recognised.
+    """
+    root = Profile(
+        profile_id=key,
+        ids=[key],
+        applied=record.applied,
+        forwarded=record.forwarded,
+        forwarded_at=record.forwarded_at,
+        linked_at=record.linked_at,
+    )
+    if isinstance(command, Erase):  # the frozen state is this person's: erase it
+        frozen = msgspec.structs.replace(record, merged_into=None, segments=[])
+        outcome = _erase(key, frozen, command, ctx, canonical=False)
+        outcome.write = True
+        return outcome
+    outcome = _at_root(key, root, command, ctx)
+    outcome.write = True
+    if outcome.record is not None and pf.has_data(outcome.record) and outcome.record.counts:
+        outcome.profiles_delta += 1
+    return outcome
 
 
 def _forward(record: Profile, target: str, command: Command, ctx: Context) -> Outcome:
-    """Send a command on to the user, stamped with this record's position.
+    """Send a command on, stamped with this record's position.
 
-    The same record read again after a crash is forwarded again with the
-    same stamp (the user drops it if the first copy arrived). A new copy of a
-    command forwarded already (stage 2 re-sending after its own crash) comes
-    at a later position and is dropped here: a later stamp would get past
-    the user's watermark.
+    A command from a source this record has forwarded already is sent again
+    only when it is read again at the position of the record's latest
+    forward, with the same stamp (the target drops it if the first copy
+    arrived). The agent writes a take's records only after its sends are
+    acknowledged, so re-reading finds earlier forwards delivered; the
+    simulator's harshest crash, which loses the sends of the last record
+    whose state was written, is covered by this one re-send. Any other (an
+    earlier forward read again, a new copy that stage 2 sent after its own
+    crash, read again or not) is dropped: under a new stamp it would get past
+    the target's watermark.
     """
     marks = Watermarks(record.forwarded)
-    if marks.covers(*ctx.source) and ctx.here[1] > (record.forwarded_at or -1):
+    if marks.covers(*ctx.source) and ctx.here[1] != record.forwarded_at:
         return Outcome(record)
     marks.advance(*ctx.source)
     record.forwarded_at = max(ctx.here[1], record.forwarded_at or -1)
@@ -244,7 +405,7 @@ def _forward(record: Profile, target: str, command: Command, ctx: Context) -> Ou
 
 def _link(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
     user_id = event.user_id or ""
-    existed = record is not None
+    existed = record is not None and pf.has_data(record)
     record = record or ctx.new_record(key)
     if record.watermarks.covers(*ctx.source):  # erased since
         return Outcome(record if existed else None)
@@ -262,7 +423,7 @@ def _link(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -
 
 
 def record_state(record: Profile) -> Profile:
-    """A linked anonymous record's frozen state, as merged into its user."""
+    """A linked record's frozen state, as merged into its user."""
     return pf.frozen_copy(record, record.merged_into or record.profile_id)
 
 
@@ -271,7 +432,7 @@ def _update(
 ) -> Outcome:
     existed = record is not None
     record = record or ctx.new_record(key)
-    if record.watermarks.covers(*ctx.source):  # folded already, or erased since
+    if _handled(record, ctx.source):  # folded or forwarded already, or erased since
         return Outcome(record if existed else None)
     created = not existed or not pf.has_data(record)  # new, or new since an erasure
     step(record)
@@ -283,30 +444,109 @@ def _update(
     )
 
 
-def _erase(key: str, record: Profile, ctx: Context) -> Outcome:
-    """Clear a canonical profile; its linked ids are erased before the record goes.
+# --- erasure ----------------------------------------------------------------------------
+
+
+def _note(command: Erase, erased: bool, ids: list[str]) -> list[tuple[str, Command]]:
+    if not command.erasure_id:
+        return []
+    return [(command.erasure_id, ErasureNote(command.erasure_id, erased, ids))]
+
+
+def _erase_command(key: str, record: Profile | None, command: Erase, ctx: Context) -> Outcome:
+    started = _note(command, False, ctx.hashed([key])) if ctx.from_view else []
+    if record is not None and record.merged_into:
+        if record.watermarks.covers(*ctx.source):  # an erasure from before this link
+            return Outcome(record, sends=started + _note(command, True, []))
+        outcome = _along(key, record, command, ctx)
+        outcome.sends[:0] = started
+        return outcome
+    if record is None:  # nothing here (yet): keep the cutoff for what is still in flight
+        done = started + _note(command, True, ctx.hashed([key]) if started else [])
+        if _kept_already(ctx.before_ms, command.before_ms):
+            return Outcome(None, sends=done)
+        marks = Watermarks(dict(ctx.erased.offsets) if ctx.erased else {})
+        marks.advance(*ctx.source)  # so that a replay of it is recognised
+        return Outcome(None, sends=done, erased=marks, before_ms=command.before_ms)
+    if record.erasing:  # under way: ask the linked ids again, report this one too
+        sends: list[tuple[str, Command]] = [
+            (other, EraseLink(key, command.before_ms, command.erasure_id))
+            for other in record.erasing
+        ]
+        fresh = command.erasure_id and command.erasure_id not in record.erasure_ids
+        if fresh:
+            record.erasure_ids.append(command.erasure_id)
+        return Outcome(record, write=bool(fresh), sends=started + sends)
+    if seen(record).covers(*ctx.source) or _after(record, command.before_ms):
+        return Outcome(record, sends=started + _note(command, True, []))  # nothing to erase
+    outcome = _erase(key, record, command, ctx, canonical=pf.has_data(record))
+    outcome.sends[:0] = started
+    return outcome
+
+
+def _kept_already(kept: int | None, before_ms: int | None) -> bool:
+    return kept is not None and (before_ms is None or before_ms <= kept)
+
+
+def _after(record: Profile, before_ms: int | None) -> bool:
+    """Whether the record holds data, all of it after the cutoff: none to erase."""
+    if before_ms is None or not pf.has_data(record) or record.first_seen is None:
+        return False
+    return record.first_seen > before_ms
+
+
+def _person_ids(key: str, record: Profile) -> list[str]:
+    return sorted({key, *record.ids, *record.erasing})
+
+
+def _erase(key: str, record: Profile, command: Erase, ctx: Context, canonical: bool) -> Outcome:
+    """Clear a root's profile; its linked ids are erased before the record goes.
 
     Until every linked id has answered ``EraseDone``, the record stays with
     no data but the list of ids still to erase (so a crash cannot lose that
-    list) and the marks of everything it had seen.
+    list), the erasures to report and the marks of everything it had seen.
     """
     marks = seen(record)
     marks.advance(*ctx.source)  # so that a replay of this erasure is recognised
     others = sorted(i for i in record.ids if i != key)
     exited = sorted(record.segments)
+    delta = -1 if canonical else 0
+    noted = _note(command, False, ctx.hashed(_person_ids(key, record)))
     if not others:
-        return Outcome(None, write=True, exited=exited, profiles_delta=-1, erased=marks)
+        sends = noted + _note(command, True, [])
+        return Outcome(
+            None,
+            write=True,
+            sends=sends,
+            exited=exited,
+            profiles_delta=delta,
+            erased=marks,
+            before_ms=command.before_ms,
+        )
     cleared = Profile(profile_id=key, ids=[key], applied=marks.offsets, erasing=others)
-    sends: list[tuple[str, Command]] = [(other, EraseLink(key)) for other in others]
-    return Outcome(cleared, write=True, sends=sends, exited=exited, profiles_delta=-1)
+    cleared.erasure_ids = [command.erasure_id] if command.erasure_id else []
+    link = EraseLink(key, command.before_ms, command.erasure_id)
+    sends = noted + [(other, link) for other in others]
+    return Outcome(
+        cleared,
+        write=True,
+        sends=sends,
+        exited=exited,
+        profiles_delta=delta,
+        before_ms=command.before_ms,
+    )
 
 
-def _erase_link(key: str, record: Profile | None, user_id: str, ctx: Context) -> Outcome:
-    done: list[tuple[str, Command]] = [(user_id, EraseDone(key))]
-    if record is None or record.merged_into not in (None, user_id):
-        return Outcome(record, sends=done)  # gone already, or linked to someone else
+def _erase_link(key: str, record: Profile | None, command: EraseLink, ctx: Context) -> Outcome:
+    """Erase a linked id of an erased person (an id in its ``ids``: one whose state was
+    merged into the person; an event for another user does not add its anonymous id)."""
+    done: list[tuple[str, Command]] = [(command.user_id, EraseDone(key, command.erasure_id))]
+    if record is None or not pf.has_data(record):
+        return Outcome(record, sends=done)  # gone already, or being erased itself
     if seen(record).covers(*ctx.source):
         return Outcome(record, sends=done)  # read again: this record started after it
+    if _after(record, command.before_ms):
+        return Outcome(record, sends=done)  # holds only events after the cutoff
     marks = seen(record)
     marks.advance(*ctx.source)
     delta = 0 if record.merged_into else -1
@@ -317,13 +557,23 @@ def _erase_link(key: str, record: Profile | None, user_id: str, ctx: Context) ->
         exited=sorted(record.segments),
         profiles_delta=delta,
         erased=marks,
+        before_ms=command.before_ms,
     )
 
 
-def _erase_done(key: str, record: Profile | None, linked_id: str) -> Outcome:
-    if record is None or linked_id not in record.erasing:
+def _erase_done(key: str, record: Profile | None, command: EraseDone) -> Outcome:
+    if record is None or command.profile_id not in record.erasing:
+        eid = command.erasure_id
+        if eid and (record is None or not record.erasing):  # over: say so again
+            return Outcome(record, sends=[(eid, ErasureNote(eid, True, []))])
         return Outcome(record)
-    record.erasing.remove(linked_id)
-    if record.erasing or record.counts:  # more to wait for, or events that came since
+    record.erasing.remove(command.profile_id)
+    if record.erasing:  # more to wait for
         return Outcome(record, write=True)
-    return Outcome(None, write=True, erased=record.watermarks)
+    notes: list[tuple[str, Command]] = [
+        (eid, ErasureNote(eid, True, [])) for eid in record.erasure_ids
+    ]
+    record.erasure_ids = []
+    if record.counts:  # events that came since
+        return Outcome(record, write=True, sends=notes)
+    return Outcome(None, write=True, sends=notes, erased=record.watermarks)

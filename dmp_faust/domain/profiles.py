@@ -112,13 +112,16 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     # campaign -> minute start -> impressions, for frequency capping
     frequency: dict[str, dict[int, int]] = msgspec.field(default_factory=dict)
     # set on an anonymous record once linked: the user id its state went to,
-    # the offset of the linking record, and the sources forwarded since
+    # the offset of the linking record, and the sources forwarded since; a record
+    # whose link was cut to break a cycle keeps ``linked_at`` (it never links again)
     merged_into: str | None = None
     linked_at: int | None = None
     forwarded: dict[int, int] = msgspec.field(default_factory=dict)
     forwarded_at: int | None = None
-    # set on a canonical record being erased: the linked ids still to erase
+    # set on a canonical record being erased: the linked ids still to erase, and the
+    # erasures (their ids) to report done once they are
     erasing: list[str] = msgspec.field(default_factory=list)
+    erasure_ids: list[str] = msgspec.field(default_factory=list)
     # source id -> highest offset folded in (see dmp_faust.domain.watermarks)
     applied: dict[int, int] = msgspec.field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -188,6 +189,96 @@ def test_segments_enter_exit_sizes_and_erasure_that_survives_restarts(
     assert metrics(fresh.url).get("dmp_profiles") == 0
 
 
+def hashed(worker: Worker, profile_id: str) -> str:
+    """How an erasure reports an id: sha256 of the app id and the id (docs/SECURITY.md)."""
+    return hashlib.sha256(f"{worker.prefix}\x1f{profile_id}".encode()).hexdigest()
+
+
+def erase(worker: Worker, profile_id: str) -> dict[str, Any]:
+    status, body = call("DELETE", f"{worker.url}/profiles/{profile_id}", headers=AUTH)
+    assert status == 202, body
+    assert body["status"] == "erasing" and body["erasure_id"]
+    return dict(body)
+
+
+def erasure(worker: Worker, erasure_id: str) -> tuple[int, Any]:
+    return call("GET", f"{worker.url}/erasures/{erasure_id}", headers=AUTH)
+
+
+def wait_erased(worker: Worker, erasure_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status, body = erasure(worker, erasure_id)
+        assert status == 200, body  # found from the 202 on: never a 404 in between
+        return body if body["status"] == "erased" else None
+
+    return wait_until(done, 60, f"erasure {erasure_id} to complete")
+
+
+@pytest.mark.parametrize("order", ["erase-then-link", "link-then-erase"])
+def test_erasure_reaches_a_link_still_travelling(make_worker: WorkerFactory, order: str) -> None:
+    """A user is erased while the link of an anonymous id to it is still on its way (sent
+    after the DELETE, or just before it). Once everything has arrived, neither id has a
+    profile, the segment sizes and dmp_profiles drop to zero, and the erasure reports
+    ``erased`` with both hashed ids."""
+    worker = make_worker(DMP_API_TOKEN=TOKEN).start()
+    anonymous, user = ids_on_different_partitions()
+    campaign = f"cmp-{uuid.uuid4().hex[:6]}"
+    send(worker, [event("click", T0 + i * 1_000, anonymous, campaign) for i in range(2)])
+    user_only = {**event("conversion", T0 + 3_000, "-", campaign), "user_id": user}
+    del user_only["anonymous_id"]
+    send(worker, [user_only])
+    wait_profile(worker, anonymous, 2)
+    wait_profile(worker, user, 1)
+    assert wait_until(lambda: segment_size(worker, "clickers") == 1, 60, "one clicker")
+    assert metrics(worker.url).get("dmp_profiles") == 2
+
+    link = event("identify", T0 + 5_000, anonymous, user_id=user)
+    if order == "link-then-erase":
+        send(worker, [link])
+    started = erase(worker, user)
+    assert started["profile_id"] == user
+    if order == "erase-then-link":
+        send(worker, [link])
+    done = wait_erased(worker, started["erasure_id"])
+    assert hashed(worker, user) in done["ids"]
+
+    def gone() -> bool:
+        return profile(worker, anonymous)[0] == 404 and profile(worker, user)[0] == 404
+
+    wait_until(gone, 60, "both ids to be erased")
+    assert wait_until(lambda: segment_size(worker, "clickers") == 0, 60, "clickers to drop")
+    assert segment_size(worker, "converters") == 0
+    assert wait_until(lambda: metrics(worker.url).get("dmp_profiles") == 0, 60, "no profiles")
+    freq = call("GET", f"{worker.url}/frequency/{anonymous}/{campaign}", headers=AUTH)
+    assert freq == (200, {"impressions_24h": 0})
+    # what arrives late from before the cutoff is dropped, for either id
+    send(worker, [event("page_view", T0 + 9_000, anonymous), {**user_only, "event_id": "late"}])
+    marker = f"mark-{uuid.uuid4().hex[:8]}"
+    send(worker, [event("page_view", T0 + 9_000, marker)])
+    wait_profile(worker, marker, 1)  # sent after them: the pipeline has moved on
+    assert profile(worker, anonymous)[0] == 404 and profile(worker, user)[0] == 404
+
+
+def test_erasing_an_id_not_known_yet(worker: Worker) -> None:
+    """202 with an erasure id for an id with no data; the erasure is ``erased`` at once;
+    its data, arriving later from before the cutoff, is dropped."""
+    person = f"unknown-{uuid.uuid4().hex[:8]}"
+    started = erase(worker, person)
+    assert started["profile_id"] == person
+    done = wait_erased(worker, started["erasure_id"])
+    assert done == {
+        "erasure_id": started["erasure_id"],
+        "status": "erased",
+        "ids": [hashed(worker, person)],
+    }
+    marker = f"mark-{uuid.uuid4().hex[:8]}"
+    send(worker, [event("click", T0 + 1_000, person, "cmp-late"), event("page_view", T0, marker)])
+    wait_profile(worker, marker, 1)
+    assert profile(worker, person)[0] == 404
+    assert erasure(worker, "er-0123456789abcdef01234567")[0] == 404
+    assert call("GET", f"{worker.url}/erasures/{started['erasure_id']}")[0] == 401
+
+
 def test_frequency_counts_the_last_24_hours_of_stream_time(make_worker: WorkerFactory) -> None:
     # its own worker: moving stream time a day ahead would make other tests' events too old
     worker = make_worker(DMP_API_TOKEN=TOKEN).start()
@@ -207,7 +298,12 @@ def test_frequency_counts_the_last_24_hours_of_stream_time(make_worker: WorkerFa
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/profiles/x"), ("DELETE", "/profiles/x"), ("GET", "/frequency/x/c")],
+    [
+        ("GET", "/profiles/x"),
+        ("DELETE", "/profiles/x"),
+        ("GET", "/frequency/x/c"),
+        ("GET", "/erasures/x"),
+    ],
 )
 @pytest.mark.parametrize(
     "headers",
@@ -220,7 +316,7 @@ def test_personal_data_routes_need_the_token(
     status, body = call(method, worker.url + path, headers=headers)
     assert status == 401 and body["error"] == "unauthorized"
     assert TOKEN not in json.dumps(body)
-    assert call(method, worker.url + path, headers=AUTH)[0] in (200, 404)
+    assert call(method, worker.url + path, headers=AUTH)[0] in (200, 202, 404)
 
 
 def test_profile_counts_equal_an_independent_count(worker: Worker) -> None:

@@ -22,6 +22,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -30,17 +31,23 @@ import pytest
 from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.identity import (
+    MAX_HOPS,
     Command,
     Context,
     Erase,
     EraseDone,
     EraseLink,
+    ErasureNote,
+    ErasureState,
     FoldEvent,
     MergeFragment,
     Outcome,
     command_time,
+    decode_erased,
+    encode_erased,
     erasure_key,
     handle,
+    note_erasure,
     record_state,
     route_event,
 )
@@ -53,7 +60,9 @@ T0 = 28_333_333 * MINUTE_MS  # the start of a minute
 RULES = load_rules(None)  # clickers: click >= 1, converters: conversion >= 1, engaged: 5 views
 VALID = source_id(0, 2)  # events.valid partition 2, as stage 2 stamps it
 FROM_P1 = source_id(1, 1)  # profiles.in partition 1, as this agent stamps its sends
-FROM_P2 = source_id(1, 2)  # profiles.in partition 2, for a key a test keeps apart from a1's
+FROM_P2 = source_id(1, 2)
+VIEWS = 2  # the source stream of commands sent by views (no source header)
+VIEW_P1 = source_id(VIEWS, 1)  # profiles.in partition 2, for a key a test keeps apart from a1's
 LATER = (FROM_P1, 99)  # where a command is handled, when the test does not look at it
 
 
@@ -83,9 +92,11 @@ def ctx(
     return Context(source, here, stream_time, DAY_MS, segments_of, erased)
 
 
-def http(here: tuple[int, int]) -> Context:
-    """The context of an Erase sent by a view: no source header, so its source is ``here``."""
-    return ctx(here, here=here)
+def http(here: tuple[int, int], erased: Watermarks | None = None) -> Context:
+    """The context of an Erase sent by a view: no source header, so its source is its
+    offset ``here`` in the stream of view commands of that partition."""
+    source = (source_id(VIEWS, here[0] % 1024), here[1])
+    return Context(source, here, T0, DAY_MS, segments_of, erased, from_view=True)
 
 
 _ids = iter(range(1_000_000))
@@ -169,10 +180,76 @@ def test_route_event(anon: str | None, user: str | None, key: str, resolve: bool
         pytest.param(Erase(), id="erase"),
         pytest.param(EraseLink("u1"), id="erase-link"),
         pytest.param(EraseDone("a1"), id="erase-done"),
+        pytest.param(FoldEvent(ev(), resolve=False, path=["a1", "u1"]), id="fold-with-path"),
+        pytest.param(MergeFragment(Profile(profile_id="u1"), path=["a1"]), id="merge-with-path"),
+        pytest.param(Erase(T0, "er-1", ["a1"]), id="erase-with-cutoff"),
+        pytest.param(EraseLink("u1", T0, "er-1"), id="erase-link-with-cutoff"),
+        pytest.param(EraseDone("a1", "er-1"), id="erase-done-of-an-erasure"),
+        pytest.param(ErasureNote("er-1", True, ["ab" * 32]), id="erasure-note"),
     ],
 )
 def test_commands_round_trip(command: Command) -> None:
     assert decode_command(encode_command(command)) == command
+
+
+def test_commands_written_before_paths_and_cutoffs_still_decode() -> None:
+    """Records of profiles.in written by the previous version (no path, no cutoff)."""
+    old = msgspec.msgpack.encode({"type": "erase"})
+    assert decode_command(old) == Erase(None, "", [])
+    old_link = msgspec.msgpack.encode({"type": "erase_link", "user_id": "u1"})
+    assert decode_command(old_link) == EraseLink("u1", None, "")
+
+
+@pytest.mark.parametrize("before_ms", [None, T0, 0])
+def test_erased_values_round_trip_and_old_ones_have_no_cutoff(before_ms: int | None) -> None:
+    marks = Watermarks({VALID: 14, FROM_P1: 4})
+    assert decode_erased(encode_erased(marks, before_ms)) == (marks, before_ms)
+    assert decode_erased(marks.to_bytes()) == (marks, None)  # a value of the previous version
+
+
+def test_erasure_status_adds_ids_and_erased_is_final() -> None:
+    started = note_erasure(None, ErasureNote("er-1", False, ["b", "a"]))
+    assert started == ErasureState("erasing", ["a", "b"])
+    done = note_erasure(started, ErasureNote("er-1", True, []))
+    assert done == ErasureState("erased", ["a", "b"])
+    assert note_erasure(done, ErasureNote("er-1", False, ["c"])) == ErasureState(
+        "erased", ["a", "b", "c"]
+    )
+
+
+def test_a_command_that_closes_a_cycle_stops_at_its_smallest_id() -> None:
+    """x is linked to y, y to x. A fragment that left x and came back through y is merged
+    at x, which cuts its link and becomes the root (a new canonical profile); at y, a
+    command that came round from y is sent on, since y is not the smallest."""
+    x = Profile(profile_id="x", ids=["x", "y"], counts={"identify": 1}, merged_into="y")
+    x.linked_at, x.applied = 0, {VALID: 1}
+    back = MergeFragment(Profile(profile_id="y", ids=["x", "y"], counts={"identify": 1}))
+    back.path = ["x", "y"]
+    cut = handle("x", x, back, ctx((FROM_P2, 3)))
+    assert cut.record is not None
+    assert (cut.record.merged_into, cut.record.linked_at) == (None, 0)
+    assert (cut.record.counts, cut.record.ids) == ({"identify": 1}, ["x", "y"])
+    assert cut.record.applied == {VALID: 1, FROM_P2: 3}  # its own marks are kept
+    assert (cut.sends, cut.profiles_delta) == ([], 1)
+    y = Profile(profile_id="y", ids=["y", "x"], counts={"identify": 1}, merged_into="x")
+    y.linked_at = 0
+    around = MergeFragment(Profile(profile_id="x", counts={"click": 1}), path=["y", "x"])
+    sent_on = handle("y", y, around, ctx((FROM_P1, 5)))
+    assert sent_on.sends == [("x", MergeFragment(around.fragment, path=["y", "x", "y"]))]
+    # a later link request at the cut root never links it again: it goes to its user
+    again = handle("x", cut.record, FoldEvent(ev(anon="x", user="y"), True), ctx((VALID, 9)))
+    assert again.record is not None and again.record.merged_into is None
+    assert [target for target, _ in again.sends] == ["y"]
+
+
+def test_a_walk_stops_after_max_hops() -> None:
+    record = Profile(profile_id="k", ids=["k"], counts={"click": 1}, merged_into="n")
+    record.linked_at = 0
+    far = FoldEvent(ev(), resolve=False, path=[f"i{n}" for n in range(MAX_HOPS)])
+    outcome = handle("k", record, far, ctx((FROM_P1, 5)))
+    assert outcome.sends == []
+    assert outcome.record is not None and outcome.record.merged_into is None
+    assert outcome.record.counts == {"page_view": 1}
 
 
 def test_erasure_key_is_a_hash_per_namespace() -> None:
@@ -349,7 +426,7 @@ def test_forwarding_after_the_link() -> None:
     before = snapshot(record)
     later = ev("conversion", T0 + 60, anon="a1")
     outcome = handle("a1", record, FoldEvent(later, resolve=True), ctx((VALID, 15)))
-    assert outcome.sends == [("u1", FoldEvent(later, resolve=False))]
+    assert outcome.sends == [("u1", FoldEvent(later, resolve=False, path=["a1"]))]
     assert (outcome.profiles_delta, outcome.entered, outcome.exited) == (0, [], [])
     assert outcome.write  # the record keeps what it forwarded
     assert outcome.record is not None
@@ -364,7 +441,9 @@ def test_event_with_another_user_after_the_link_goes_to_that_user() -> None:
     before = snapshot(record)
     other = ev("click", T0 + 60, anon="a1", user="u2")
     outcome = handle("a1", record, FoldEvent(other, resolve=True), ctx((VALID, 15)))
-    assert outcome.sends == [("u2", FoldEvent(other, resolve=False))]
+    # it counts for u2, without a1, which is u1's: u2's ids do not list it
+    counted = msgspec.structs.replace(other, anonymous_id=None)
+    assert outcome.sends == [("u2", FoldEvent(counted, resolve=False))]
     assert outcome.record is not None
     assert outcome.record.merged_into == "u1"
     assert outcome.record.forwarded == {VALID: 15}
@@ -476,7 +555,7 @@ def test_a_forwarded_command_read_again_is_forwarded_again_and_counted_once() ->
     before = snapshot(record)
     here = (FROM_P1, 5)
     again = handle("a1", record, FoldEvent(conversion, True), ctx((VALID, 15), here=here))
-    assert again.sends == [("u1", FoldEvent(conversion, resolve=False))]
+    assert again.sends == [("u1", FoldEvent(conversion, resolve=False, path=["a1"]))]
     assert snapshot(again.record) == before  # the forwarded marks were there already
     after = receive("u1", user, again, here, at=(FROM_P2, 2))
     assert after is not None
@@ -559,7 +638,7 @@ def test_lost_sends_of_two_records_do_not_drop_the_earlier_one() -> None:
 
 # --- erasure --------------------------------------------------------------------------
 
-HTTP = (FROM_P1, 40)  # where an Erase sent by a view is handled: also its source
+HTTP = (FROM_P1, 40)  # where an Erase sent by a view is handled (its source: VIEW_P1, 40)
 
 
 def user_with_two_anonymous_ids() -> Profile:
@@ -585,7 +664,10 @@ def test_erase_at_a_canonical_id_with_linked_ids_waits_for_them() -> None:
     user = user_with_two_anonymous_ids()
     outcome = handle("u1", user, Erase(), http(HTTP))
     assert outcome.write
-    assert outcome.sends == [("a1", EraseLink("u1")), ("a2", EraseLink("u1"))]
+    assert outcome.sends == [
+        ("a1", EraseLink("u1")),
+        ("a2", EraseLink("u1")),
+    ]
     assert outcome.exited == ["clickers"]
     assert outcome.profiles_delta == -1
     assert outcome.erased is None  # not yet: the record stays until the links are erased
@@ -593,7 +675,7 @@ def test_erase_at_a_canonical_id_with_linked_ids_waits_for_them() -> None:
     assert outcome.record == Profile(
         profile_id="u1",
         ids=["u1"],
-        applied={VALID: 10, FROM_P1: 40},
+        applied={VALID: 10, FROM_P1: 4, VIEW_P1: 40},
         erasing=["a1", "a2"],
     )
     assert not pf.has_data(outcome.record)
@@ -610,7 +692,7 @@ def test_erase_done_of_the_last_linked_id_deletes_the_record() -> None:
     assert (again.write, again.record) == (False, first.record)
     last = erase_done(first.record, "a1")
     assert (last.record, last.write, last.profiles_delta) == (None, True, 0)
-    assert last.erased == Watermarks({VALID: 10, FROM_P1: 40})
+    assert last.erased == Watermarks({VALID: 10, FROM_P1: 4, VIEW_P1: 40})
 
 
 def test_erase_at_a_canonical_id_without_linked_ids_deletes_it_at_once() -> None:
@@ -618,7 +700,7 @@ def test_erase_at_a_canonical_id_without_linked_ids_deletes_it_at_once() -> None
     outcome = handle("u1", user, Erase(), http(HTTP))
     assert (outcome.record, outcome.write, outcome.sends) == (None, True, [])
     assert (outcome.exited, outcome.profiles_delta) == (["clickers"], -1)
-    assert outcome.erased == Watermarks({VALID: 10, FROM_P1: 40})
+    assert outcome.erased == Watermarks({VALID: 10, VIEW_P1: 40})
 
 
 def test_events_during_an_erasure_start_a_new_profile_that_stays() -> None:
@@ -641,11 +723,11 @@ def test_erase_at_a_linked_anonymous_record_goes_to_the_user() -> None:
     record, _ = linked_record()
     before = without_forwarded(record)
     outcome = handle("a1", record, Erase(), http(HTTP))
-    assert outcome.sends == [("u1", Erase())]
+    assert outcome.sends == [("u1", Erase(path=["a1"]))]
     assert (outcome.profiles_delta, outcome.erased) == (0, None)
     assert outcome.write  # it keeps what it forwarded
     assert outcome.record is not None
-    assert (outcome.record.forwarded, outcome.record.forwarded_at) == ({FROM_P1: 40}, 40)
+    assert (outcome.record.forwarded, outcome.record.forwarded_at) == ({VIEW_P1: 40}, 40)
     assert without_forwarded(outcome.record) == before
 
 
@@ -668,31 +750,32 @@ def test_erase_link_at_an_unlinked_record_deletes_the_profile() -> None:
     assert outcome.erased == Watermarks({VALID: 10, FROM_P1: 9})
 
 
-def test_erase_link_for_another_user_leaves_the_link() -> None:
-    """After a1 was linked to u1, an event carrying a1 and u2 went to u2, which lists a1
-    among its ids: erasing u2 sends a1 an EraseLink, which must leave a1 (u1's) alone, and
-    still answer, so that u2's erasure completes."""
+def test_erasing_another_user_leaves_the_link_alone() -> None:
+    """After a1 was linked to u1, an event carrying a1 and u2 went to u2 without a1 (a1 is
+    u1's): erasing u2 erases u2 at once and sends a1 nothing."""
     record, _ = linked_record()
     other = ev("click", T0 + 60, anon="a1", user="u2")
     here = (FROM_P1, 5)
     forward = handle("a1", record, FoldEvent(other, resolve=True), ctx((VALID, 15), here=here))
     u2 = receive("u2", None, forward, here, at=(FROM_P2, 0))
     assert u2 is not None
-    assert sorted(u2.ids) == ["a1", "u2"]
+    assert (u2.ids, u2.counts) == (["u2"], {"click": 1})
     erase_u2 = handle("u2", u2, Erase(), http((FROM_P2, 1)))
-    assert erase_u2.sends == [("a1", EraseLink("u2"))]
-    before = snapshot(forward.record)
-    kept = handle("a1", forward.record, EraseLink("u2"), ctx((FROM_P2, 1), here=(FROM_P1, 6)))
-    assert snapshot(kept.record) == before
-    assert (kept.write, kept.erased, kept.profiles_delta) == (False, None, 0)
-    assert kept.sends == [("u2", EraseDone("a1"))]
-    done = handle("u2", erase_u2.record, EraseDone("a1"), ctx((FROM_P1, 6), here=(FROM_P2, 2)))
-    assert (done.record, done.write) == (None, True)
-    assert done.erased is not None
+    assert (erase_u2.record, erase_u2.sends, erase_u2.profiles_delta) == (None, [], -1)
 
 
-def test_erasing_nothing_does_nothing() -> None:
-    assert handle("u1", None, Erase(), ctx((FROM_P1, 9))) == Outcome(None)
+def test_erasing_nothing_keeps_the_cutoff_for_data_in_flight() -> None:
+    """An id with no record (yet): its data may still be travelling. The cutoff is kept,
+    with the Erase's own mark (so that a replay of it is recognised), and the erasure
+    reports it is done at once."""
+    outcome = handle("u1", None, Erase(T0, "er-1"), http((FROM_P1, 9)))
+    assert (outcome.record, outcome.write, outcome.before_ms) == (None, False, T0)
+    assert outcome.erased == Watermarks({VIEW_P1: 9})
+    hashed = [erasure_key("", "u1").hex()]
+    assert outcome.sends == [
+        ("er-1", ErasureNote("er-1", False, hashed)),
+        ("er-1", ErasureNote("er-1", True, hashed)),
+    ]
     assert handle("u1", None, EraseDone("a1"), ctx((FROM_P1, 9))) == Outcome(None)
 
 
@@ -711,13 +794,13 @@ def test_replay_of_an_http_erase_keeps_the_profile_started_after_it() -> None:
     done = erase_done(erase.record, "a1", "a2")
     assert done.record is None
     assert done.erased is not None
-    assert done.erased.covers(*HTTP)
+    assert done.erased.covers(VIEW_P1, HTTP[1])
     later = FoldEvent(ev("click", T0 + 90, anon=None, user="u1"), resolve=False)
     fresh = handle("u1", None, later, ctx((VALID, 20), done.erased, here=(FROM_P1, 52)))
     assert fresh.record is not None
     assert fresh.profiles_delta == 1
     before = snapshot(fresh.record)
-    replay = handle("u1", fresh.record, Erase(), ctx(HTTP, done.erased, here=HTTP))
+    replay = handle("u1", fresh.record, Erase(), http(HTTP, done.erased))
     assert snapshot(replay.record) == before
     assert (replay.write, replay.sends, replay.profiles_delta, replay.erased) == (
         False,
@@ -736,7 +819,7 @@ def test_replay_of_a_forwarded_erase_keeps_the_profile_started_after_it() -> Non
     delete that profile."""
     record, linked = linked_record()
     forwarded = handle("a1", record, Erase(), http(HTTP))
-    assert forwarded.sends == [("u1", Erase())]
+    assert forwarded.sends == [("u1", Erase(path=["a1"]))]
     user = receive("u1", None, linked, LINK_AT, at=(FROM_P2, 0))
     erase_u1 = handle("u1", user, Erase(), ctx(HTTP, here=(FROM_P2, 1)))
     assert erase_u1.sends == [("a1", EraseLink("u1"))]
@@ -749,7 +832,7 @@ def test_replay_of_a_forwarded_erase_keeps_the_profile_started_after_it() -> Non
     fresh = handle("a1", None, later, ctx((VALID, 16), link_erased.erased, here=(FROM_P1, 42)))
     assert fresh.record is not None
     before = snapshot(fresh.record)
-    replay = handle("a1", fresh.record, Erase(), ctx(HTTP, link_erased.erased, here=HTTP))
+    replay = handle("a1", fresh.record, Erase(), http(HTTP, link_erased.erased))
     assert snapshot(replay.record) == before
     assert (replay.write, replay.sends, replay.profiles_delta) == (False, [], 0)
 
@@ -761,13 +844,13 @@ def test_replay_of_an_erase_at_a_record_linked_since_is_not_forwarded() -> None:
     anonymous = run("a1", None, folds(ev("click")))
     erase = handle("a1", anonymous, Erase(), http(HTTP))
     assert (erase.record, erase.sends) == (None, [])
-    assert erase.erased == Watermarks({VALID: 10, FROM_P1: 40})
+    assert erase.erased == Watermarks({VALID: 10, VIEW_P1: 40})
     link = FoldEvent(ev("identify", T0 + 90, user="u1"), resolve=True)
     linked = handle("a1", None, link, ctx((VALID, 14), erase.erased, here=(FROM_P1, 41)))
     assert linked.record is not None
     assert linked.record.merged_into == "u1"
     before = snapshot(linked.record)
-    replay = handle("a1", linked.record, Erase(), ctx(HTTP, erase.erased, here=HTTP))
+    replay = handle("a1", linked.record, Erase(), http(HTTP, erase.erased))
     assert (replay.write, replay.sends, replay.profiles_delta) == (False, [], 0)
     assert snapshot(replay.record) == before
 
@@ -777,14 +860,17 @@ def test_replay_of_an_erase_whose_erase_links_were_lost_sends_them_again() -> No
     but before its EraseLinks reached a1 and a2: the Erase is read again, and must send
     them again, or a1's and a2's records (their frozen states) are never erased."""
     erase = handle("u1", user_with_two_anonymous_ids(), Erase(), http(HTTP))
-    assert erase.sends == [("a1", EraseLink("u1")), ("a2", EraseLink("u1"))]
+    assert erase.sends == [
+        ("a1", EraseLink("u1")),
+        ("a2", EraseLink("u1")),
+    ]
     before = snapshot(erase.record)
-    replay = handle("u1", erase.record, Erase(), ctx(HTTP, here=HTTP))
+    replay = handle("u1", erase.record, Erase(), http(HTTP))
     assert replay.sends == erase.sends
     assert (replay.write, replay.profiles_delta, replay.exited) == (False, 0, [])
     assert snapshot(replay.record) == before
     half = erase_done(erase.record, "a1")
-    replay = handle("u1", half.record, Erase(), ctx(HTTP, here=HTTP))
+    replay = handle("u1", half.record, Erase(), http(HTTP))
     assert replay.sends == [("a2", EraseLink("u1"))]
 
 
@@ -882,7 +968,7 @@ def forwarded_then_erased() -> tuple[ProfileEvent, Watermarks]:
     record, _ = linked_record()
     click = ev("click", T0 + 60)
     forward = handle("a1", record, FoldEvent(click, resolve=True), ctx((VALID, 15)))
-    assert forward.sends == [("u1", FoldEvent(click, resolve=False))]
+    assert forward.sends == [("u1", FoldEvent(click, resolve=False, path=["a1"]))]
     erased = handle("a1", forward.record, EraseLink("u1"), ctx((FROM_P1, 30)))
     assert erased.erased is not None
     return click, erased.erased
@@ -956,6 +1042,8 @@ class Simulator:
     handled: list[Delivery] = field(default_factory=list)
     profile_count: int = 0
     segment_sizes: dict[str, GuardedCounter] = field(default_factory=dict)
+    statuses: dict[str, ErasureState | None] = field(default_factory=dict)  # by erasure id
+    hops: int = 0  # the longest path a sent command carried
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -1002,18 +1090,19 @@ class Simulator:
         return self
 
     def send(self, key: str, command: Command, source: tuple[int, int] | None) -> None:
+        if isinstance(command, FoldEvent | MergeFragment | Erase):
+            self.hops = max(self.hops, len(command.path))
         partition = partition_of(key, PROFILE_PARTITIONS)
         log = self.log[partition]
         log.append(Delivery(key, encode_command(command), source, partition, len(log)))
 
-    def erase(self, profile_id: str) -> Simulator:
-        """What ``DELETE /profiles/{id}`` does: reads the id's record and sends an Erase,
-        with no source header, to its canonical id (nothing if there is no record, or
-        one that only waits for its erasure)."""
-        record = pf.from_bytes(self.records.get(profile_id))
-        if record is not None and pf.has_data(record):  # else the view answers 404
-            self.send(record.merged_into or profile_id, Erase(), None)
-        return self
+    def erase(self, profile_id: str, before_ms: int | None = None) -> str:
+        """What ``DELETE /profiles/{id}`` does: sends an Erase with the cutoff, with no
+        source header, to the id it names, known or not; returns the erasure id."""
+        erasure_id = f"er-{len(self.statuses)}-{profile_id}"
+        self.statuses[erasure_id] = None
+        self.send(profile_id, Erase(before_ms, erasure_id), None)
+        return erasure_id
 
     def deliver(self, message: Delivery, lose_sends: bool = False) -> None:
         """What ``build_profiles`` does with one record of profiles.in."""
@@ -1024,14 +1113,31 @@ class Simulator:
             clock = ts if clock is None else max(clock, ts)
             self.clocks[message.partition] = clock
         here = (source_id(1, message.partition), message.offset)
-        source = message.source or here  # an Erase from a view has no source header
-        marks = self.erasures.get(erasure_key(NAMESPACE, message.key))
-        erased = Watermarks.read(marks)[0] if marks else None
-        context = Context(source, here, clock or 0, DAY_MS, segments_of, erased)
+        # an Erase from a view has no source header: its offset in a stream of its own
+        source = message.source or (source_id(VIEWS, message.partition), message.offset)
+        where = erasure_key(NAMESPACE, message.key)
+        marks, before_ms = (
+            decode_erased(self.erasures[where]) if where in self.erasures else (None, None)
+        )
+        context = Context(
+            source,
+            here,
+            clock or 0,
+            DAY_MS,
+            segments_of,
+            marks,
+            before_ms,
+            NAMESPACE,
+            from_view=message.source is None,
+        )
         record = pf.from_bytes(self.records.get(message.key))
         outcome = handle(message.key, record, command, context)
-        if outcome.erased is not None:
-            self.erasures[erasure_key(NAMESPACE, message.key)] = outcome.erased.to_bytes()
+        if isinstance(command, ErasureNote):  # the erasure status table
+            self.statuses[message.key] = note_erasure(self.statuses.get(message.key), command)
+        if outcome.erased is not None or outcome.before_ms is not None:
+            kept = outcome.erased if outcome.erased is not None else marks or Watermarks()
+            cutoff = max(c for c in (before_ms, outcome.before_ms, -1) if c is not None)
+            self.erasures[where] = encode_erased(kept, None if cutoff < 0 else cutoff)
         if outcome.write and outcome.record is not None:
             self.records[message.key] = pf.to_bytes(outcome.record)
         elif outcome.write:
@@ -1079,7 +1185,8 @@ class Simulator:
         return {s: size.value for s, size in self.segment_sizes.items() if size.value}
 
     def state(self) -> tuple[object, ...]:
-        return self.profiles(), dict(self.erasures), self.profile_count, self.sizes()
+        statuses = dict(self.statuses)
+        return self.profiles(), dict(self.erasures), self.profile_count, self.sizes(), statuses
 
 
 def summary(profile: Profile, stream_time: int) -> dict[str, object]:
@@ -1121,7 +1228,21 @@ def expected(
     return {owner: _expected_one(owner, mine, stream_time) for owner, mine in owned.items()}
 
 
-def _expected_one(owner: str, mine: list[ProfileEvent], stream_time: int) -> dict[str, object]:
+def _ids_counted(e: ProfileEvent, pointers: dict[str, str] | None) -> tuple[str | None, ...]:
+    """An event's ids, less an anonymous id that is linked to another user than the
+    event's (it counts for the event's user, but the id is not theirs)."""
+    anon, user = e.anonymous_id, e.user_id
+    if pointers is not None and anon and user and anon != user and pointers.get(anon) != user:
+        return (user,)
+    return (anon, user)
+
+
+def _expected_one(
+    owner: str,
+    mine: list[ProfileEvent],
+    stream_time: int,
+    pointers: dict[str, str] | None = None,
+) -> dict[str, object]:
     counts = Counter(e.type for e in mine)
     views = [URL_INTERESTS[e.url or "/"] for e in mine if e.type == "page_view"]
     interests = Counter(interest for interest in views if interest)
@@ -1140,7 +1261,7 @@ def _expected_one(owner: str, mine: list[ProfileEvent], stream_time: int) -> dic
         )
         if met
     ]
-    ids = {owner} | {i for e in mine for i in (e.anonymous_id, e.user_id) if i}
+    ids = {owner} | {i for e in mine for i in _ids_counted(e, pointers) if i}
     return {
         "counts": dict(counts),
         "interests": dict(interests),
@@ -1325,44 +1446,368 @@ def test_new_copies_from_stage_2_change_nothing(make: Any) -> None:
         assert sim.crash(stage2=True).run().state() == before, f"seed {sim.seed}"
 
 
-@pytest.mark.parametrize("erased_id", ["u1", "a2", "b1"])
-def test_erasure_and_the_events_after_it(erased_id: str) -> None:
-    """The view erases a person; replays bring nothing back; later events start new
-    profiles (a1 is no longer linked if u1 was erased); replays change nothing."""
-    scenario = several_anonymous_ids()
-    person = {"b1"} if erased_id == "b1" else {"u1", "a1", "a2", "a3"}
-    links = {a: u for a, u in scenario.links.items() if a not in person}
-    kept = [e for e in scenario.events if owner_of(e, scenario.links) not in person]
-    first = len(scenario.events)
-    scenario.add(3, "a1")
-    scenario.add(2, None, "u1")
-    scenario.add(2, "b1")
-    later = scenario.events[first:]
-    for sim in simulations(Scenario(scenario.events[:first])):
-        sim.erase(erased_id).run()
-        assert not person & set(sim.records), f"seed {sim.seed}"  # the erasure completed
-        assert len(sim.erasures) == len(person), f"seed {sim.seed}"
-        assert_counted_once(sim, kept, links)
-        before = sim.state()
-        assert sim.crash().run().state() == before, f"seed {sim.seed}"
-        assert_counted_once(sim.add(later).run(), kept + later, links)
-        before = sim.state()
-        assert sim.crash().run().state() == before, f"seed {sim.seed}"
+# --- link graphs: chains, cycles, user ids reused as anonymous ids ----------------------
 
 
-@pytest.mark.parametrize("make", SCENARIOS, ids=lambda f: f.__name__)
-def test_erasure_at_any_moment_then_replays_change_nothing(make: Any) -> None:
-    """The view erases one of the ids while commands are on their way (a record it reads
-    may be linked by the time its Erase arrives); whatever is left, replays keep it."""
+def pointers_of(sim: Simulator) -> dict[str, str]:
+    """Each id's pointer, read off the order its partition ran in: the user named by the
+    first link request (an event with another user id) handled at it."""
+    found: dict[str, str] = {}
+    for message in sim.handled:
+        command = decode_command(message.raw)
+        if isinstance(command, FoldEvent) and command.resolve:
+            user = command.event.user_id
+            if user is not None and user != message.key:
+                found.setdefault(message.key, user)
+    return found
+
+
+def root_of(person_id: str, pointers: dict[str, str]) -> str:
+    """Follow the pointers; a walk that closes a cycle ends at the cycle's smallest id."""
+    walk: list[str] = []
+    while person_id in pointers and person_id not in walk:
+        walk.append(person_id)
+        person_id = pointers[person_id]
+    if person_id in walk:
+        return min(walk[walk.index(person_id) :])
+    return person_id
+
+
+def expected_by_root(
+    events: Sequence[ProfileEvent], pointers: dict[str, str], stream_time: int
+) -> dict[str, dict[str, object]]:
+    """The canonical profiles: each event counted for the root of its user id, else of
+    its anonymous id."""
+    owned: dict[str, list[ProfileEvent]] = {}
+    for e in events:
+        owned.setdefault(root_of(e.user_id or e.anonymous_id or "", pointers), []).append(e)
+    return {
+        owner: _expected_one(owner, mine, stream_time, pointers) for owner, mine in owned.items()
+    }
+
+
+def follow(sim: Simulator, key: str) -> str | None:
+    """Where ``key``'s record leads, following ``merged_into`` (None: a loop)."""
+    records = sim.profiles()
+    for _ in range(len(records) + 1):
+        record = records.get(key)
+        if record is None or record.merged_into is None:
+            return key
+        key = record.merged_into
+    return None
+
+
+def assert_one_profile_per_person(sim: Simulator, events: Sequence[ProfileEvent]) -> None:
+    """Every event counted once, at the root of its person; one canonical profile per
+    person, which every id of the person leads to; no command went round for ever."""
+    pointers = pointers_of(sim)
+    want = expected_by_root(events, pointers, sim.stream_time)
+    got = {key: summary(p, sim.stream_time) for key, p in sim.canonical().items()}
+    assert got == want, f"seed {sim.seed}, pointers {pointers}"
+    assert sim.profile_count == len(want), f"seed {sim.seed}"
+    in_segment = Counter(s for p in sim.canonical().values() for s in p.segments)
+    assert sim.sizes() == dict(in_segment), f"seed {sim.seed}"
+    ids = {i for e in events for i in (e.anonymous_id, e.user_id) if i}
+    assert set(sim.records) == ids, f"seed {sim.seed}"
+    for person_id in ids:
+        assert follow(sim, person_id) == root_of(person_id, pointers), f"seed {sim.seed}"
+    assert sim.hops <= min(MAX_HOPS, 2 * len(ids)), f"seed {sim.seed}: {sim.hops} hops"
+
+
+def chain() -> Scenario:
+    """a -> b, then b -> c: b is a user that becomes someone else's anonymous id."""
+    s = Scenario()
+    s.add(4, "a")
+    s.link("a", "b")
+    s.add(3, None, "b")
+    s.add(2, "b")
+    s.link("b", "c")
+    s.add(2, "a", first=3)
+    s.add(2, None, "c")
+    return s
+
+
+def two_cycle() -> Scenario:
+    """x -> y, then y -> x (the issue's cyc-X / cyc-Y)."""
+    s = Scenario()
+    s.add(3, "x")
+    s.link("x", "y")
+    s.add(2, None, "y")
+    s.link("y", "x")
+    s.add(3, "y", first=2)
+    s.add(2, "x", first=4)
+    return s
+
+
+def three_cycle() -> Scenario:
+    s = Scenario()
+    s.add(2, "x")
+    s.link("x", "y")
+    s.add(2, "y")
+    s.link("y", "z")
+    s.add(2, "z")
+    s.link("z", "x")
+    s.add(2, None, "x")
+    s.add(2, "y", first=3)
+    return s
+
+
+def user_reused_as_anonymous_id() -> Scenario:
+    """u1 is a1's user, then an anonymous id that logs in as u2; a tail hangs on a cycle."""
+    s = Scenario()
+    s.add(3, "a1")
+    s.link("a1", "u1")
+    s.add(3, None, "u1")
+    s.add(2, "u1", first=3)
+    s.link("u1", "u2")
+    s.link("a2", "u2")
+    s.link("u2", "u1")  # closes u1 <-> u2, with a1 and a2 hanging on it
+    s.add(2, "a1", first=1)
+    return s
+
+
+def random_graph(seed: int) -> Scenario:
+    """3-6 ids, each anonymous, user or both; link requests between random pairs (so an
+    id may be named with several users: the first one its partition handles wins)."""
+    rng = random.Random(seed)
+    ids = [f"i{k}" for k in range(rng.randint(3, 6))]
+    s = Scenario()
+    for _ in range(rng.randint(8, 24)):
+        one, kind = rng.choice(ids), rng.random()
+        other = rng.choice([i for i in ids if i != one])
+        if kind < 0.3:
+            s.add(1, one, first=rng.randrange(6))
+        elif kind < 0.45:
+            s.add(1, None, one, first=rng.randrange(6))
+        else:
+            s.add(1, one, other, first=rng.randrange(6))
+    return s
+
+
+GRAPHS = [chain, two_cycle, three_cycle, user_reused_as_anonymous_id]
+
+
+@pytest.mark.parametrize("make", GRAPHS, ids=lambda f: f.__name__)
+def test_link_graphs_give_one_profile_per_person(make: Any) -> None:
+    scenario: Scenario = make()
+    for sim in simulations(scenario):
+        assert_one_profile_per_person(sim, scenario.events)
+
+
+def test_a_two_cycle_counts_each_event_once_under_its_smallest_id() -> None:
+    """The issue: identify x -> y, then y -> x gave two canonical profiles pointing at each
+    other and counted 4 events for 2."""
+    s = Scenario()
+    s.link("x", "y")
+    s.link("y", "x")
+    for sim in simulations(s):
+        canonical = sim.canonical()
+        assert list(canonical) == ["x"], f"seed {sim.seed}"
+        assert canonical["x"].counts == {"conversion": 2}, f"seed {sim.seed}"
+        assert sorted(canonical["x"].ids) == ["x", "y"]
+        assert sim.profiles()["y"].merged_into == "x"
+        assert sim.profile_count == 1
+
+
+@pytest.mark.parametrize("graph", range(60))
+def test_random_link_graphs_give_one_profile_per_person(graph: int) -> None:
+    scenario = random_graph(graph)
+    for seed in range(6):
+        assert_one_profile_per_person(Simulator(scenario.events, seed).run(), scenario.events)
+
+
+@pytest.mark.parametrize("make", [*GRAPHS, *(partial(random_graph, g) for g in range(12))])
+def test_link_graphs_under_crashes_and_replays(make: Any) -> None:
+    """Crashes mid-way (some losing what a record sent), then replays and new copies from
+    stage 2: the same one profile per person, each event once."""
+    scenario: Scenario = make()
+    for seed in range(8):
+        sim = Simulator(scenario.events, seed)
+        for _ in range(3):
+            sim.run(steps=sim.rng.randrange(2 * len(scenario.events)))
+            if sim.rng.random() < 0.5:
+                sim.crash_losing_sends()
+            else:
+                sim.crash(stage2=sim.rng.random() < 0.3)
+        assert_one_profile_per_person(sim.run(), scenario.events)
+        before = sim.state()
+        assert sim.crash().run().state() == before, f"seed {sim.seed}"
+        assert sim.crash(stage2=True).run().state() == before, f"seed {sim.seed}"
+
+
+def test_a_walk_longer_than_max_hops_stops() -> None:
+    """A chain built on purpose, i0 -> i1 -> ... -> i20, linked from its far end first so
+    that fragments walk it: no command travels more than MAX_HOPS, each event counts once."""
+    s = Scenario()
+    for k in reversed(range(20)):
+        s.link(f"i{k}", f"i{k + 1}")
+    s.add(2, "i0")
+    sim = Simulator(s.events, 0).run()
+    assert sim.hops <= MAX_HOPS
+    total = Counter[str]()
+    for p in sim.canonical().values():
+        total.update(p.counts)
+    assert total == Counter(e.type for e in s.events)
+
+
+# --- erasure, by event time -----------------------------------------------------------
+
+
+def component(person_id: str, links: dict[str, str]) -> set[str]:
+    """The ids connected to ``person_id`` by links, either way."""
+    found, todo = {person_id}, [person_id]
+    while todo:
+        one = todo.pop()
+        for a, u in links.items():
+            for near in (u,) if a == one else (a,) if u == one else ():
+                if near not in found:
+                    found.add(near)
+                    todo.append(near)
+    return found
+
+
+ERASABLE = [several_anonymous_ids, link_in_the_middle, chain, two_cycle, three_cycle]
+
+
+def later_events(s: Scenario, covered: set[str], fresh: str) -> list[ProfileEvent]:
+    """Events after the cutoff: for ids of the erased person, for another person, and a
+    new anonymous id that logs in as one of the erased ids."""
+    first = len(s.events)
+    for person_id in sorted(covered)[:2]:
+        s.add(2, person_id, first=3)
+        s.add(1, None, person_id, first=4)
+    s.add(2, fresh)
+    s.link(fresh, sorted(covered)[0])
+    return s.events[first:]
+
+
+@pytest.mark.parametrize("make", ERASABLE, ids=lambda f: f.__name__)
+def test_erasure_at_any_moment_leaves_nothing_from_before_the_cutoff(make: Any) -> None:
+    """A DELETE of a random id at a random moment (links and fragments still travelling,
+    some of the person's ids not seen yet), with later events and crashes. After the drain:
+    no record holds an event of the person from before the cutoff; every other person is
+    exact; the person's later events count at most once; the erasure reports ``erased``
+    with the hashed id; replays change nothing."""
     scenario: Scenario = make()
     ids = sorted({i for e in scenario.events for i in (e.anonymous_id, e.user_id) if i})
+    cutoff = max(e.ts for e in scenario.events)
     for seed in SEEDS:
+        s = Scenario(list(scenario.events), dict(scenario.links))
+        sim = Simulator(s.events, seed)
+        sim.run(steps=sim.rng.randrange(2 * len(s.events)))
+        erased_id = sim.rng.choice(ids)
+        covered = component(erased_id, s.links)
+        erasure = sim.erase(erased_id, cutoff)
+        if sim.rng.random() < 0.5:
+            sim.run(steps=sim.rng.randrange(len(s.events)))
+            sim.crash_losing_sends() if sim.rng.random() < 0.5 else sim.crash()
+        later = later_events(s, covered, "f1")
+        sim.add(later).run()
+        assert_erased(sim, s.events, covered | {"f1"}, cutoff)
+        status = sim.statuses[erasure]
+        assert status is not None and status.status == "erased", f"seed {seed}"
+        assert erasure_key(NAMESPACE, erased_id).hex() in status.ids
+        before = sim.state()
+        assert sim.crash().run().state() == before, f"seed {seed}"
+        assert sim.crash(stage2=True).run().state() == before, f"seed {seed}"
+
+
+def assert_erased(
+    sim: Simulator, events: Sequence[ProfileEvent], person: set[str], cutoff: int
+) -> None:
+    where = f"seed {sim.seed}"
+    assert not any(p.erasing for p in sim.profiles().values()), where
+    for key, record in sim.profiles().items():
+        if person & {key, *record.ids} and record.counts:
+            assert record.first_seen is not None and record.first_seen > cutoff, (where, key)
+    others = [e for e in events if not person & {e.anonymous_id, e.user_id}]
+    pointers = {a: u for a, u in pointers_of(sim).items() if a not in person}
+    want = expected_by_root(others, pointers, sim.stream_time)
+    canonical = sim.canonical()
+    got = {k: summary(p, sim.stream_time) for k, p in canonical.items() if k not in person}
+    assert got == want, where
+    mine = sum(sum(p.counts.values()) for k, p in canonical.items() if k in person)
+    assert mine <= sum(1 for e in events if e.ts > cutoff and person & {e.anonymous_id, e.user_id})
+    assert sim.profile_count == len(canonical), where
+    in_segment = Counter(s for p in canonical.values() for s in p.segments)
+    assert sim.sizes() == dict(in_segment), where
+
+
+def test_a_fragment_in_flight_when_its_user_is_erased_is_dropped_and_erases_its_id() -> None:
+    """The issue's item 5: a1's link to u1 is handled, its fragment still travels when u1
+    is erased. Once everything has arrived, neither u1 nor a1 holds anything."""
+    s = Scenario()
+    s.add(4, None, "u1")
+    s.add(3, "a1")
+    s.link("a1", "u1")
+    cutoff = max(e.ts for e in s.events)
+    for seed in SEEDS:
+        sim = Simulator(s.events, seed)
+        while not any(m.key == "u1" and m.raw[:1] for m in sim.log[partition_of("u1", 4)]):
+            sim.run(steps=1)
+        sim.run()  # everything, then the erasure races a fresh link
+        sim.erase("u1", cutoff)
+        sim.send("a1", FoldEvent(ev("identify", cutoff - 5, anon="a1", user="u1"), True), None)
+        sim.run()
+        assert "u1" not in sim.canonical() and "a1" not in sim.records, f"seed {seed}"
+        assert sim.profile_count == 0 and sim.sizes() == {}, f"seed {seed}"
+
+
+def test_erasing_an_id_not_seen_yet_erases_its_person_when_it_arrives() -> None:
+    """DELETE of an id whose events are all still in flight: 202, the cutoff is kept, and
+    its link request, dropped on arrival, erases the user it names."""
+    s = Scenario()
+    s.add(3, None, "u1")
+    s.add(3, "a1")
+    s.link("a1", "u1")
+    cutoff = max(e.ts for e in s.events)
+    for seed in SEEDS:
+        sim = Simulator([], seed)
+        erasure = sim.erase("a1", cutoff)
+        sim.add(s.events).run()
+        assert sim.canonical() == {}, f"seed {seed}"
+        assert not sim.records, f"seed {seed}"
+        status = sim.statuses[erasure]
+        assert status is not None and status.status == "erased"
+
+
+@pytest.mark.parametrize("graph", range(40))
+def test_erasure_in_random_link_graphs(graph: int) -> None:
+    """A DELETE of a random id of a random link graph, at a random moment, crashes
+    included: the erasure ends ``erased``; no record of the erased person (the ids its
+    pointers connect) holds anything from before the cutoff; the profile count and the
+    segment sizes agree with the profiles left; replays change nothing."""
+    scenario = random_graph(graph)
+    ids = sorted({i for e in scenario.events for i in (e.anonymous_id, e.user_id) if i})
+    cutoff = max(e.ts for e in scenario.events)
+    for seed in range(4):
         sim = Simulator(scenario.events, seed)
         sim.run(steps=sim.rng.randrange(2 * len(scenario.events)))
-        sim.erase(sim.rng.choice(ids)).run()
-        assert not any(p.erasing for p in sim.profiles().values()), f"seed {sim.seed}"
-        assert sim.profile_count == len(sim.canonical()), f"seed {sim.seed}"
+        erased_id = sim.rng.choice(ids)
+        erasure = sim.erase(erased_id, cutoff)
+        if sim.rng.random() < 0.5:
+            sim.run(steps=sim.rng.randrange(len(scenario.events)))
+            sim.crash_losing_sends() if sim.rng.random() < 0.5 else sim.crash()
+        sim.run()
+        status = sim.statuses[erasure]
+        assert status is not None and status.status == "erased", f"seed {seed}"
+        person = component(erased_id, pointers_of(sim))
+        for key, record in sim.profiles().items():
+            if record.counts and person & {key, *record.ids}:
+                assert (record.first_seen or 0) > cutoff, (seed, key)
+        assert not any(p.erasing for p in sim.profiles().values()), f"seed {seed}"
+        assert sim.profile_count == len(sim.canonical()), f"seed {seed}"
         in_segment = Counter(s for p in sim.canonical().values() for s in p.segments)
-        assert sim.sizes() == dict(in_segment), f"seed {sim.seed}"
+        assert sim.sizes() == dict(in_segment), f"seed {seed}"
         before = sim.state()
-        assert sim.crash().run().state() == before, f"seed {sim.seed}"
+        assert sim.crash().run().state() == before, f"seed {seed}"
+
+
+def test_an_erase_link_at_a_record_being_erased_leaves_it_waiting() -> None:
+    """A fragment dropped elsewhere names a root that is itself being erased (no data,
+    linked ids still to answer): it answers, and keeps waiting for them."""
+    erasing = handle("u1", user_with_two_anonymous_ids(), Erase(), http(HTTP)).record
+    assert erasing is not None and erasing.erasing == ["a1", "a2"]
+    outcome = handle("u1", erasing, EraseLink("x9", T0), ctx((FROM_P2, 3)))
+    assert (outcome.record, outcome.write, outcome.profiles_delta) == (erasing, False, 0)
+    assert outcome.sends == [("x9", EraseDone("u1"))]
