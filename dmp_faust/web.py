@@ -42,7 +42,7 @@ from yarl import URL
 from dmp_faust.app import app, settings
 from dmp_faust.batching import partition_for
 from dmp_faust.clock import wall_ms
-from dmp_faust.domain.rebalances import RebalanceLog
+from dmp_faust.domain.rebalances import RebalanceLog, misplaced_partitions
 from dmp_faust.domain.routing import ROUTE_HEADER, sign, verify
 from dmp_faust.responses import HttpError, unavailable
 from dmp_faust.state import InputGate
@@ -298,21 +298,11 @@ def recovering_partitions() -> list[int]:
 
 
 def _foreign_partitions() -> list[int]:
-    """Partitions the assignment lists at this worker's URL that this worker does not
-    hold, or the reverse: another member at the same URL (a previous instance of this
-    worker whose session has not expired yet) holds them."""
-    mine = own_url()
-    actives = app.assignor.assigned_actives()
-    odd: set[int] = set()
-    for table in app.tables.values():
-        topic = table.changelog_topic.get_topic_name()
-        listed: set[int] = set()
-        for url, topics in app.router.table_metadata(table.name).items():
-            if str(url).rstrip("/") == mine:
-                listed |= set(topics.get(topic, ()))
-        held = {tp.partition for tp in actives if tp.topic == topic}
-        odd |= listed ^ held
-    return sorted(odd)
+    """Partitions another member at this worker's URL holds (see misplaced_partitions)."""
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    distribution = {str(url): topics for url, topics in app.assignor.tables_metadata().items()}
+    held = [(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()]
+    return misplaced_partitions(own_url(), distribution, held, changelogs)
 
 
 _ready_since = [-1]  # the rebalance sequence at which readiness() last held
