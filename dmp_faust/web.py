@@ -11,9 +11,9 @@ member of this cluster.
 Rules, in this order:
 
 - owner unknown (a rebalance is on): 503 with ``Retry-After``;
-- owner is this worker: answered here, but only if the partition is one of
-  this worker's active partitions and every table is restored
-  (:func:`readiness`); else 503, never a 404 from a table still filling;
+- owner is this worker: answered here, but only if the partition is active
+  here, restored and caught up (:func:`dmp_faust.readiness.ensure_local`);
+  else 503, never a 404 from a table still filling;
 - owner is another worker, and the request came from a client: proxied to
   the owner with a signed routing header (:mod:`dmp_faust.domain.routing`),
   hop count 1;
@@ -28,7 +28,6 @@ So every proxied request crosses exactly one hop, and no request can loop.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
@@ -36,18 +35,14 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import ClientError, ClientTimeout, web
-from faust.types import TP
 from yarl import URL
 
 from dmp_faust.app import app, settings
 from dmp_faust.batching import partition_for
 from dmp_faust.clock import wall_ms
-from dmp_faust.domain.rebalances import RebalanceLog
 from dmp_faust.domain.routing import ROUTE_HEADER, sign, verify
+from dmp_faust.readiness import ensure_local, own_url
 from dmp_faust.responses import HttpError, unavailable
-from dmp_faust.state import InputGate
-from dmp_faust.topics import campaign_events, profile_commands, segment_deltas
-from tables.stream_times import stream_times
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +74,6 @@ def active_partitions(topic: Any) -> set[int]:
     """Partitions of ``topic`` (all app topics are co-partitioned) this worker processes."""
     name = topic.get_topic_name()
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
-
-
-def own_url() -> str:
-    return str(app.conf.canonical_url).rstrip("/")
 
 
 def owner_url(table: Any, partition: int) -> str | None:
@@ -132,24 +123,6 @@ async def route_to_owner(
     return await _proxy(request, table, url, path_qs or request.raw_path)
 
 
-def ensure_local(table: Any, partition: int) -> None:
-    """503 unless ``partition`` of ``table`` is active on this worker and restored."""
-    changelog = table.changelog_topic.get_topic_name()
-    if not any(
-        tp.topic == changelog and tp.partition == partition
-        for tp in app.assignor.assigned_actives()
-    ):
-        raise unavailable(f"partition {partition} of {table.name} is moving to this worker")
-    ready, why = readiness()
-    if not ready:
-        raise unavailable(f"partition {partition} of {table.name} is not restored yet: {why}")
-    if takeovers.behind(table.name, partition):
-        raise unavailable(
-            f"partition {partition} of {table.name} moved here and is still reading "
-            "what its previous owner may have read"
-        )
-
-
 async def _proxy(request: Any, table: Any, url: str, path_qs: str) -> web.Response:
     """The answer of ``url`` to ``path_qs``, following continuations from its workers."""
     for _ in range(MAX_CONTINUATIONS + 1):
@@ -189,158 +162,6 @@ async def _forward(request: Any, url: str, path_qs: str) -> tuple[int, bytes, st
             return response.status, body, response.content_type, response.headers
     except (ClientError, TimeoutError) as exc:
         raise unavailable(f"owner {url} did not answer: {exc}") from exc
-
-
-# --- readiness: every active partition of every table restored ------------------------
-
-
-async def _on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-    rebalances.revoke()
-
-
-async def _on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-    rebalances.assign()
-
-
-async def _on_recovered(sender: Any, **_: Any) -> None:
-    rebalances.complete()
-
-
-rebalances = RebalanceLog()  # why Faust's own flags are not enough: see its module
-app.on_partitions_revoked.connect(_on_revoked)
-app.on_partitions_assigned.connect(_on_assigned)
-app.on_rebalance_complete.connect(_on_recovered)
-
-
-# The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
-_WRITERS = {
-    "profiles": InputGate("profiles", profile_commands, settings),
-    "campaign_windows": InputGate("campaign_stats", campaign_events, settings),
-    "segment_sizes": InputGate("segment_sizes", segment_deltas, settings),
-}
-
-
-class _Takeovers:
-    """Input partitions newly assigned here, until their stage has read as far as the
-    previous owner can have.
-
-    A table restored from its changelog lacks what the previous owner wrote but had
-    not yet sent to the changelog when it died (a kill -9); the previous owner may
-    have answered lookups from it. Its input records were not committed, so this
-    worker processes them again, but until it has, a profile that existed can
-    answer 404. The previous owner cannot have read past the end of the input at the
-    moment the partition was assigned here: so until the stage's gate has passed
-    that offset, a lookup answers 503.
-    """
-
-    def __init__(self) -> None:
-        self.held: set[TP] = set()
-        self.targets: dict[TP, int | None] = {}  # None: the end offset is being read
-        self._measuring: set[asyncio.Future[None]] = set()
-
-    async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
-        inputs = {gate.topic.get_topic_name() for gate in _WRITERS.values()}
-        mine = {tp for tp in assigned if tp.topic in inputs}
-        new = mine - self.held
-        self.held = mine
-        self.targets = {tp: end for tp, end in self.targets.items() if tp in mine}
-        self.targets.update(dict.fromkeys(new))
-        if new:
-            future = asyncio.ensure_future(self._measure(new))
-            self._measuring.add(future)
-            future.add_done_callback(self._measuring.discard)
-
-    async def _measure(self, tps: set[TP]) -> None:
-        while True:
-            try:
-                ends = await app.consumer.highwaters(*tps)
-                break
-            except Exception as exc:  # broker away or rebalancing: the lookups wait
-                log.warning("cannot read the end offsets of %d partitions: %r", len(tps), exc)
-                await asyncio.sleep(1)
-        for tp, end in ends.items():
-            if tp in self.targets and self.targets[tp] is None:
-                self.targets[tp] = end
-
-    def behind(self, table_name: str, partition: int) -> bool:
-        gate = _WRITERS.get(table_name)
-        if gate is None:
-            return False
-        tp = TP(gate.topic.get_topic_name(), partition)
-        if tp not in self.targets:
-            return False
-        target = self.targets[tp]
-        if target is None:
-            return True
-        if (gate.expected(stream_times, partition) or 0) < target:
-            return True
-        del self.targets[tp]  # caught up: from now on only new input, as on any worker
-        return False
-
-
-takeovers = _Takeovers()
-app.on_partitions_assigned.connect(takeovers.on_assigned)
-
-
-def recovering_partitions() -> list[int]:
-    """Active partitions of which some table's changelog is not read to its end here."""
-    recovery = app.tables.recovery
-    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-    remaining = recovery.active_remaining()
-    return sorted(
-        {
-            tp.partition
-            for tp in app.assignor.assigned_actives()
-            if tp.topic in changelogs
-            and (tp not in recovery.active_highwaters or remaining.get(tp, 0) > 0)
-        }
-    )
-
-
-def _foreign_partitions() -> list[int]:
-    """Partitions the assignment lists at this worker's URL that this worker does not
-    hold, or the reverse: another member at the same URL (a previous instance of this
-    worker whose session has not expired yet) holds them."""
-    mine = own_url()
-    actives = app.assignor.assigned_actives()
-    odd: set[int] = set()
-    for table in app.tables.values():
-        topic = table.changelog_topic.get_topic_name()
-        listed: set[int] = set()
-        for url, topics in app.router.table_metadata(table.name).items():
-            if str(url).rstrip("/") == mine:
-                listed |= set(topics.get(topic, ()))
-        held = {tp.partition for tp in actives if tp.topic == topic}
-        odd |= listed ^ held
-    return sorted(odd)
-
-
-_ready_since = [-1]  # the rebalance sequence at which readiness() last held
-
-
-def readiness() -> tuple[bool, str | None]:
-    """(True, None) when every active partition of every table is restored here.
-
-    Once true, it stays true until the next rebalance event (nothing it reads
-    changes in between), so each lookup does not have to check it all again.
-    """
-    if _ready_since[0] == rebalances.sequence and not app.rebalancing:
-        return True, None
-    recovery = app.tables.recovery
-    if not recovery.completed.is_set():
-        return False, "tables are recovering"
-    if app.rebalancing or not rebalances.settled or recovery.signal_recovery_start.is_set():
-        return False, "a rebalance is on"
-    if recovery.in_recovery or recovering_partitions():
-        return False, "tables are recovering"
-    foreign = _foreign_partitions()
-    if foreign:
-        return False, (
-            f"partitions {foreign} are assigned to another member at this worker's URL "
-            "(a previous instance whose session has not expired yet?)"
-        )
-    _ready_since[0] = rebalances.sequence
-    return True, None
 
 
 # --- the route table, in the log ------------------------------------------------------

@@ -15,6 +15,8 @@ revocation:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 
 class RebalanceLog:
     def __init__(self) -> None:
@@ -44,3 +46,34 @@ class RebalanceLog:
     @property
     def settled(self) -> bool:
         return self.revoked < self.assigned < self.completed
+
+
+def misplaced_partitions(
+    own_url: str,
+    distribution: Mapping[str, Mapping[str, Iterable[int]]],
+    held: Iterable[tuple[str, int]],
+    changelogs: Iterable[str],
+) -> list[int]:
+    """Partitions on which the cluster's view and this worker's own disagree.
+
+    ``distribution`` is the assignment as every worker sees it (URL → changelog
+    topic → active partitions), ``held`` the (topic, partition) pairs this
+    worker holds as active. They differ when another member of the group
+    announced this worker's URL: a previous instance of it, killed or still
+    shutting down, whose session has not lapsed. The distribution is keyed by
+    URL, so one of the two members' partitions shows under the URL and the
+    other's nowhere; either way this worker would answer, from tables it does
+    not have, for keys it does not own.
+    """
+    own = own_url.rstrip("/")
+    held_set = set(held)
+    odd: set[int] = set()
+    for topic in changelogs:
+        listed = {
+            partition
+            for url, topics in distribution.items()
+            if url.rstrip("/") == own
+            for partition in topics.get(topic, ())
+        }
+        odd |= listed ^ {partition for name, partition in held_set if name == topic}
+    return sorted(odd)

@@ -8,10 +8,11 @@ from faust.web import View
 
 from dmp_faust.app import app
 from dmp_faust.collect import collect
+from dmp_faust.readiness import readiness, recovering_partitions
 from dmp_faust.responses import json_response
 from dmp_faust.stages import crashes, stage_of, unhealthy
 from dmp_faust.topics import valid_events
-from dmp_faust.web import active_partitions, readiness, recovering_partitions
+from dmp_faust.web import active_partitions
 
 
 @app.page("/collect")

@@ -99,8 +99,12 @@ def profile_on_second(pair: tuple[Worker, Worker]) -> tuple[str, Any]:
     first, second = pair
     person = key_on(second, "rt-user")
     send(first, [event("page_view", T0 + i, person, url=f"/sport/{i}") for i in range(3)])
-    wait_until(lambda: lookup(second, f"/profiles/{person}")[0] == 200, 60, "the profile")
-    return person, lookup(second, f"/profiles/{person}")
+
+    def folded() -> Any:
+        status, body = lookup(second, f"/profiles/{person}")
+        return (status, body) if status == 200 and body["counts"] == {"page_view": 3} else None
+
+    return person, wait_until(folded, 60, "the profile, with its three page views")
 
 
 def _now_ms() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmp_faust.domain.rebalances import RebalanceLog
+from dmp_faust.domain.rebalances import RebalanceLog, misplaced_partitions
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,40 @@ def test_settled_only_after_a_recovery_of_the_latest_assignment(events: str, set
     for step in events:
         {"r": log.revoke, "a": log.assign, "c": log.complete}[step]()
     assert log.settled is settled
+
+
+ME, OTHER = "http://w1:6066", "http://w2:6066"
+TOPICS = ["p-profiles-changelog", "p-windows-changelog"]
+
+
+def _held(*partitions: int) -> list[tuple[str, int]]:
+    return [(topic, p) for topic in TOPICS for p in partitions]
+
+
+def _listed(*partitions: int) -> dict[str, list[int]]:
+    return {topic: list(partitions) for topic in TOPICS}
+
+
+def test_no_partition_is_misplaced_when_the_views_agree() -> None:
+    distribution = {ME + "/": _listed(0, 1), OTHER: _listed(2, 3)}
+    assert misplaced_partitions(ME, distribution, _held(0, 1), TOPICS) == []
+
+
+@pytest.mark.parametrize(
+    "listed_at_my_url",
+    [(2, 3), (0, 1, 2, 3), (0,)],
+    ids=["the-ghost-won-the-url", "merged", "partial"],
+)
+def test_a_previous_instance_at_my_url_shows_as_misplaced_partitions(
+    listed_at_my_url: tuple[int, ...],
+) -> None:
+    """This worker holds 0 and 1; a member at its URL that is not it holds 2 and 3."""
+    distribution = {ME: _listed(*listed_at_my_url), OTHER: _listed(4, 5, 6, 7)}
+    found = misplaced_partitions(ME, distribution, _held(0, 1), TOPICS)
+    assert found == sorted(set(listed_at_my_url) ^ {0, 1})
+    assert found
+
+
+def test_only_changelog_topics_of_this_app_count() -> None:
+    distribution = {ME: {**_listed(0), "other-topic": [5]}}
+    assert misplaced_partitions(ME, distribution, _held(0), TOPICS) == []
