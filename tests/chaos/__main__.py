@@ -23,11 +23,23 @@ def configs() -> list[ChaosConfig]:
     events = int(os.environ.get("CHAOS_EVENTS", "200000"))
     kills = int(os.environ.get("CHAOS_KILLS", "5"))
     seed = int(os.environ.get("CHAOS_SEED", "20210301"))
-    phases = os.environ.get("CHAOS_PHASES", "abc")
+    phases = os.environ.get("CHAOS_PHASES", "abcp")
+    erasures = erasures_on()
     return [
-        ChaosConfig(events=events, kills=kills, seed=seed, guarantee=m, phases=phases)
+        ChaosConfig(
+            events=events, kills=kills, seed=seed, guarantee=m, phases=phases, erasures=erasures
+        )
         for m in modes
     ]
+
+
+def erasures_on() -> bool:
+    """``CHAOS_ERASURES`` (1): 0 runs the load without erasures (a build without
+    ``GET /erasures``, or to tell a discrepancy's cause)."""
+    value = os.environ.get("CHAOS_ERASURES", "1").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", ""):
+        raise SystemExit("CHAOS_ERASURES must be 0 or 1")
+    return value in ("1", "true", "yes", "")
 
 
 def write_results(path: Path, results: list[ModeResult], final: str) -> None:

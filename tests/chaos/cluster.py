@@ -34,10 +34,12 @@ class Broker:
 
 class Scraper:
     """Scrapes every live worker's ``/metrics`` each second; keeps the last scrape of
-    each process (by pid), so counters of a process killed with -9 are not forgotten."""
+    each process (by pid), so counters of a process killed with -9 are not forgotten.
+    Processes in ``paused`` (stopped with SIGSTOP) are left alone."""
 
     def __init__(self) -> None:
         self.workers: list[Worker] = []
+        self.paused: set[int] = set()
         self.last: dict[int, dict[str, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -53,7 +55,7 @@ class Scraper:
 
     def scrape(self, worker: Worker) -> None:
         process = worker.process
-        if process is None or process.poll() is not None:
+        if process is None or process.poll() is not None or process.pid in self.paused:
             return
         with contextlib.suppress(OSError, AssertionError, ValueError):
             samples = metrics(worker.url)

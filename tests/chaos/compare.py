@@ -4,7 +4,8 @@ Units: *lost* and *double-counted* are counts (events in a window or a
 profile, profiles in a segment, records in the accounting) below or above
 the expectation; *mismatched* are keys whose other values differ (revenue,
 unique users beyond the sketch's 2 %, ids, first/last seen, interests,
-segments, a profile answering for the wrong id).
+segments, a profile answering for the wrong id, an erasure not done, a
+takeover probe answering 404 or less than before).
 
 Each check says whether exactness is promised. Every table check is promised
 in both modes (the watermarks make replays idempotent, and every stage sends
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.chaos.cluster import Scraper
+from tests.chaos.erasures import Outcome, Planned
 from tests.chaos.model import CAMPAIGN_TYPES, Expected, timestamp_ms
 from tests.chaos.observe import TopicAccounting, get_many
 from tests.integration.support import Worker
@@ -37,6 +39,7 @@ class Check:
     mismatched: int = 0
     note: str = ""
     examples: list[str] = field(default_factory=list)
+    figures: Any = None  # a check's own figures (the erasures')
 
     def count(self, expected: int, observed: int) -> None:
         if observed < expected:
@@ -196,3 +199,74 @@ def counter_drift(expected: Expected, scraper: Scraper) -> list[dict[str, Any]]:
         got = int(scraper.totals(f"dmp_events_{name}_total"))
         rows.append({"counter": name, "expected": want, "summed": got, "drift": got - want})
     return rows
+
+
+def check_takeover_probes(probes: int, false_probes: dict[str, str]) -> Check:
+    """Keys that answered 200 before a takeover (phases b and p) and then, from the
+    survivor, 404 or less than before: a false answer each (503 is allowed)."""
+    check = Check("takeover probes", promised=True, keys=probes, mismatched=len(false_probes))
+    for key, answer in sorted(false_probes.items())[:5]:
+        check.example(f"{key}: {answer} after 200 before the fault")
+    return check
+
+
+@dataclass
+class ErasureFigures:
+    planned: int = 0
+    sent: int = 0  # DELETEs answered for good (any status)
+    accepted: int = 0  # 202 with an erasure_id
+    confirmed: int = 0  # GET /erasures said "erased"
+    ids_absent: int = 0  # ids checked: GET /profiles/{id} answered 404
+    ids_checked: int = 0
+    frequency_checked: int = 0  # (id, campaign) pairs whose frequency read 0
+    frequency_zero: int = 0
+
+
+def check_erasures(
+    expected: Expected, planned: list[Planned], outcomes: list[Outcome], base: str
+) -> Check:
+    """Every planned erasure: the DELETE accepted, ``erased`` confirmed, and for every
+    id of the person no profile (404) and frequency 0 on each campaign they saw. One
+    mismatch for each thing that is not so."""
+    check = Check("erasures", promised=True)
+    figures = ErasureFigures(planned=len(planned))
+    sent = {o.planned.user_id for o in outcomes}
+    for erasure in planned:
+        if erasure.user_id not in sent:
+            check.mismatched += 1
+            check.example(f"{erasure.user_id} ({erasure.moment}): never sent")
+    for outcome in outcomes:
+        check.keys += 1
+        figures.sent += outcome.status is not None
+        figures.accepted += outcome.accepted
+        figures.confirmed += outcome.confirmed == "erased"
+        for problem in outcome.problems:
+            check.mismatched += 1
+            check.example(f"{outcome.planned.user_id} ({outcome.planned.moment}): {problem}")
+    people = [expected.erased[p.user_id] for p in planned]
+    ids = [i for person in people for i in person.ids]
+    for profile_id, (status, body) in zip(
+        ids, get_many([f"{base}/profiles/{i}" for i in ids]), strict=True
+    ):
+        figures.ids_checked += 1
+        if status == 404:
+            figures.ids_absent += 1
+            continue
+        check.mismatched += 1
+        check.example(f"erased {profile_id}: HTTP {status} {str(body)[:120]}")
+    pairs = [(i, c) for person in people for i in person.ids for c in person.campaigns]
+    urls = [f"{base}/frequency/{i}/{c}" for i, c in pairs]
+    for (profile_id, campaign), (status, body) in zip(pairs, get_many(urls), strict=True):
+        figures.frequency_checked += 1
+        if status == 200 and body.get("impressions_24h") == 0:
+            figures.frequency_zero += 1
+            continue
+        check.mismatched += 1
+        check.example(f"erased {profile_id} frequency on {campaign}: HTTP {status} {body}")
+    check.figures = figures
+    check.note = (
+        f"{figures.planned} erasures: {figures.accepted} accepted, {figures.confirmed} "
+        f"confirmed erased; ids absent {figures.ids_absent}/{figures.ids_checked}; "
+        f"frequency 0 {figures.frequency_zero}/{figures.frequency_checked}"
+    )
+    return check

@@ -9,9 +9,11 @@ mistake with the pipeline. The mix:
   person's phone and laptop). Such a person logs in at some moment (an
   ``identify`` event carrying both ids); after that some events carry both
   ids and conversions often carry the user id alone. An anonymous id is only
-  ever seen with one user id, and nothing is erased, so the stitched profile
-  of a user is simply every accepted event of the user and of its anonymous
-  ids, whatever the order;
+  ever seen with one user id, so the stitched profile of a user is simply
+  every accepted event of the user and of its anonymous ids, whatever the
+  order. Which linked users the run erases, and when, the harness decides
+  from :func:`linked_people` (after a person's last record, so none of their
+  events follows the ``DELETE``);
 * page views (urls on a few sections, some upper-case, some without a url),
   impressions, clicks and conversions (with revenue in cents) on campaigns;
 * crawlers (a known bot user agent, ids of their own, never linked);
@@ -87,6 +89,34 @@ class Load:
     campaigns: list[str] = field(default_factory=list)
     people: list[Person] = field(default_factory=list)
     bots: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Linked:
+    """A user an ``identify`` carrying both ids linked: its ids (the user id first)
+    and the index in ``Load.records`` of the last record carrying any of them."""
+
+    user_id: str
+    ids: tuple[str, ...]
+    last: int
+
+
+def linked_people(load: Load) -> dict[str, Linked]:
+    """Every user linked in the load, with the ids an erasure of it covers."""
+    anonymous: dict[str, set[str]] = {}
+    for record in load.records:
+        event = record.event or {}
+        if event.get("type") == "identify" and event.get("user_id") and event.get("anonymous_id"):
+            anonymous.setdefault(event["user_id"], set()).add(event["anonymous_id"])
+    owner = {a: u for u, ids in anonymous.items() for a in ids}
+    owner.update((u, u) for u in anonymous)
+    last: dict[str, int] = {}
+    for index, record in enumerate(load.records):
+        event = record.event or {}
+        for key in (event.get("user_id"), event.get("anonymous_id")):
+            if key in owner:
+                last[owner[key]] = index
+    return {u: Linked(u, (u, *sorted(ids)), last[u]) for u, ids in sorted(anonymous.items())}
 
 
 def rfc3339(ts_ms: int) -> str:

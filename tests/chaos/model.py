@@ -15,7 +15,15 @@ nothing from ``dmp_faust``):
   anonymous id is linked to (by the end of the load), else for the
   anonymous id. Counts by type, interests (first path segment, lower-case),
   first and last seen, the ids, and the shipped segment rules;
-* segment sizes: canonical profiles per segment.
+* segment sizes: canonical profiles per segment;
+* erasures (:meth:`Expected.erase`, applied for every erasure the harness
+  plans, whatever the cluster answered): an erased person is the user id and
+  every anonymous id linked to it in the load. The load sends none of their
+  events after the ``DELETE`` and every event time is in 2021, long before
+  the erasure's cutoff, so every event of theirs is covered: no profile for
+  any of the ids, frequency 0, in no segment (sizes and the ``dmp_profiles``
+  gauge exclude them). Campaign windows are not personal and keep counting
+  their events, and the accounting is unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class ProfileModel:
     last_seen: int | None = None
     counts: Counter[str] = field(default_factory=Counter)
     interests: Counter[str] = field(default_factory=Counter)
+    impressions: Counter[str] = field(default_factory=Counter)  # campaign -> impressions
 
     @property
     def segments(self) -> list[str]:
@@ -70,6 +79,16 @@ class ProfileModel:
         }
 
 
+@dataclass(frozen=True)
+class ErasedPerson:
+    """Who an erasure covers: ``ids`` (the user id first) and the campaigns the
+    person had impressions on (their frequency must read 0)."""
+
+    user_id: str
+    ids: tuple[str, ...]
+    campaigns: tuple[str, ...]
+
+
 @dataclass
 class Expected:
     received: int = 0
@@ -81,6 +100,7 @@ class Expected:
     profiles: dict[str, ProfileModel] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)  # anonymous id -> user id
     bots: list[str] = field(default_factory=list)
+    erased: dict[str, ErasedPerson] = field(default_factory=dict)  # user id -> person
     first_ms: int = 0
     last_ms: int = 0
 
@@ -100,6 +120,18 @@ class Expected:
         ids = {key: key for key in self.profiles}
         ids.update(self.links)
         return ids
+
+    def erase(self, user_id: str) -> ErasedPerson:
+        """Apply the erasure of ``user_id``: its profile and links are gone."""
+        profile = self.profiles.pop(user_id, None)
+        linked = sorted(a for a, u in self.links.items() if u == user_id)
+        for anonymous in linked:
+            del self.links[anonymous]
+            assert anonymous not in self.profiles, "a linked id has no profile of its own"
+        campaigns = sorted(profile.impressions) if profile else []
+        person = ErasedPerson(user_id, (user_id, *linked), tuple(campaigns))
+        self.erased[user_id] = person
+        return person
 
 
 def timestamp_ms(value: int | str) -> int:
@@ -167,5 +199,7 @@ def _fold_profile(out: Expected, event: dict[str, Any], ts: int) -> None:
     profile.first_seen = ts if profile.first_seen is None else min(profile.first_seen, ts)
     profile.last_seen = ts if profile.last_seen is None else max(profile.last_seen, ts)
     profile.counts[event["type"]] += 1
+    if event["type"] == "impression":
+        profile.impressions[event["campaign_id"]] += 1
     if event["type"] == "page_view" and (name := interest(event.get("url"))):
         profile.interests[name] += 1

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import logging
+import os
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +24,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.chaos.load import Record
-from tests.integration.support import call
 
 INPUT_TOPICS: Final = (
     "events.raw",
@@ -199,16 +202,43 @@ def topic_accounting(
 # --- HTTP -------------------------------------------------------------------
 
 
-def get_json(url: str) -> tuple[int, Any]:
+def auth() -> dict[str, str]:
+    """The bearer token when the run sets ``DMP_API_TOKEN`` (the workers inherit it)."""
+    token = os.environ.get("DMP_API_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def request(method: str, url: str, timeout: float = 30) -> tuple[int, Any, dict[str, str]]:
+    """(status, JSON body or text, headers); status 0 when no answer came (refused,
+    reset, timed out)."""
+    req = urllib.request.Request(url, method=method, headers=auth())
     try:
-        return call("GET", url)
-    except OSError as exc:
-        return 0, str(exc)
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, raw, headers = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        status, raw, headers = exc.code, exc.read(), dict(exc.headers)
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, str(exc), {}
+    try:
+        return status, json.loads(raw), headers
+    except ValueError:
+        return status, raw.decode(errors="replace"), headers
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    status, body, _ = request("GET", url)
+    return status, body
 
 
 def get_many(urls: list[str], threads: int = 12) -> list[tuple[int, Any]]:
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(get_json, urls))
+
+
+def probe_many(urls: list[str], threads: int = 12) -> list[tuple[int, Any, dict[str, str]]]:
+    """Like :func:`get_many` with the headers, 10 s at most a request."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda url: request("GET", url, timeout=10), urls))
 
 
 def health(base: str) -> dict[str, Any] | None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.chaos.compare import (
     Check,
+    ErasureFigures,
     check_accounting,
     check_campaigns,
+    check_erasures,
     check_profile_gauge,
     check_profiles,
     check_segments,
+    check_takeover_probes,
     counter_drift,
 )
 from tests.chaos.harness import PARTITIONS, Chaos, ChaosConfig, Run, cleanup, say
@@ -50,7 +54,9 @@ class ModeResult:
         in_time = "b" not in self.config.phases or (
             takeover is not None and takeover <= self.config.takeover_limit_s
         )
-        return self.totals() == (0, 0, 0) and in_time and self.run.drain.get("seconds") is not None
+        rejoined = "p" not in self.config.phases or bool(self.run.pause.get("rejoined"))
+        drained = self.run.drain.get("seconds") is not None
+        return self.totals() == (0, 0, 0) and in_time and rejoined and drained
 
     def line(self) -> str:
         lost, double, mismatched = self.totals()
@@ -86,6 +92,11 @@ def compare_all(chaos: Chaos) -> tuple[list[Check], list[dict[str, Any]]]:
         check_profile_gauge(expected, chaos.scraper, chaos.live),
         check_accounting(expected, topics),
     ]
+    if "b" in chaos.config.phases or "p" in chaos.config.phases:
+        checks.append(check_takeover_probes(chaos.run.probes, chaos.run.false_probes))
+    if chaos.config.erasures:
+        outcomes = chaos.run.eraser.outcomes if chaos.run.eraser else []
+        checks.append(check_erasures(expected, chaos.run.planned, outcomes, base))
     return checks, counter_drift(expected, chaos.scraper)
 
 
@@ -117,6 +128,29 @@ def drift_table(result: ModeResult) -> str:
     return "\n".join(lines)
 
 
+def erasure_table(result: ModeResult) -> str:
+    """The erasure rows: what was sent, what the cluster confirmed, what was checked."""
+    check = next((c for c in result.checks if c.name == "erasures"), None)
+    if check is None:
+        return "Erasures: none in this run (`CHAOS_ERASURES=0`)."
+    f: ErasureFigures = check.figures
+    moments = Counter(p.moment for p in result.run.planned)
+    rows = [
+        (
+            "erasures planned",
+            f"{f.planned} ({', '.join(f'{k} {n}' for k, n in sorted(moments.items()))})",
+        ),
+        ("erasures sent (DELETE answered)", f.sent),
+        ("accepted (202 with an erasure_id)", f.accepted),
+        (f"erased confirmed (GET /erasures, {result.run.confirm_s} s)", f.confirmed),
+        ("ids checked absent (GET /profiles/{id} 404)", f"{f.ids_absent} of {f.ids_checked}"),
+        ("frequency checked 0", f"{f.frequency_zero} of {f.frequency_checked}"),
+        ("mismatches", check.mismatched),
+    ]
+    lines = [f"| erasures ({result.config.guarantee}) | |", "|---|---:|"]
+    return "\n".join(lines + [f"| {name} | {value} |" for name, value in rows])
+
+
 def describe(result: ModeResult) -> str:
     run = result.run
     out = [
@@ -127,11 +161,14 @@ def describe(result: ModeResult) -> str:
         "",
         drift_table(result),
         "",
+        erasure_table(result),
+        "",
         "Kills:",
     ]
     out += [f"- {k}" for k in run.kills]
     out += [
         f"- takeover: {run.takeover}",
+        f"- pause: {run.pause}",
         f"- broker restart: {run.broker_restart}",
         f"- drain: {run.drain}",
     ]
