@@ -32,7 +32,7 @@ from dmp_faust.domain.segments import definition
 from dmp_faust.responses import HttpError, json_response
 from dmp_faust.settings import DAY_MS
 from dmp_faust.topics import profile_commands
-from dmp_faust.web import partition_for, require_token, route_to_owner
+from dmp_faust.web import hops, partition_for, require_token, route_to_owner
 from tables.erasure_status import erasure_status
 from tables.profiles import profiles
 from tables.segment_sizes import segment_sizes
@@ -70,6 +70,13 @@ async def _canonical(
         if record is None or not record.merged_into:
             break
         profile_id = record.merged_into
+        if hops(request) >= 1:
+            # Routed here: the worker the client asked goes on under the linked id (a
+            # continuation, see dmp_faust.web), unless that id is this worker's too.
+            target = path.format(quote(profile_id, safe=""))
+            await route_to_owner(request, profiles, profile_id, target)
+            record, remote = pf.from_bytes(profiles.get(profile_id)), False
+            continue
         record, remote = await _link_of(request, profile_id)
     else:
         raise HttpError(503, "unavailable", "identity links are still settling; retry")
