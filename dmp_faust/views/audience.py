@@ -29,7 +29,7 @@ from dmp_faust.domain.batches import CommandItem, encode_batch
 from dmp_faust.domain.counter import GuardedCounter
 from dmp_faust.domain.identity import MAX_HOPS, Erase, ErasureState
 from dmp_faust.domain.segments import definition
-from dmp_faust.responses import HttpError, json_response
+from dmp_faust.responses import HttpError, json_response, unavailable
 from dmp_faust.settings import DAY_MS
 from dmp_faust.topics import profile_commands
 from dmp_faust.web import hops, partition_for, require_token, route_to_owner
@@ -117,7 +117,8 @@ class Profiles(View):
         if linked is not None:
             return linked
         if record is None or not pf.has_data(record):
-            raise HttpError(404, "not_found", f"no profile for id {profile_id!r} (yet)")
+            # The id exists and is linked; what it was merged into is still on its way.
+            raise unavailable(f"the profile {profile_id!r} is linked to has not arrived yet")
         return json_response(pf.view(record))
 
     async def delete(self, request: Any, profile_id: str) -> Any:
