@@ -106,6 +106,9 @@ from dmp_faust.domain.segments import changes
 from dmp_faust.domain.watermarks import Watermarks
 
 MAX_HOPS: Final = 16  # the longest path a command travels along pointers
+# erasures a record under way keeps to report done (``Profile.erasure_ids``); more
+# DELETEs of the person meanwhile are reported by their own answers (see _erase_command)
+MAX_ERASURES_WAITING: Final = 16
 
 
 class FoldEvent(msgspec.Struct, tag="event"):
@@ -591,12 +594,20 @@ def _erase_command(key: str, record: Profile | None, command: Erase, ctx: Contex
         marks = Watermarks(dict(ctx.erased.offsets) if ctx.erased else {})
         marks.advance(*ctx.source)  # so that a replay of it is recognised
         return Outcome(None, sends=done, erased=marks, before_ms=command.before_ms)
-    if record.erasing:  # under way: ask the linked ids again, report this one too
+    if record.erasing:
+        # Under way: ask the linked ids again, with this cutoff and erasure id, and report
+        # it done with the others; past MAX_ERASURES_WAITING it is not kept: each linked id
+        # answers the earlier erasure first, so its own answers arrive once the record is
+        # done, and are reported then (_erase_done: "over: say so again").
         sends: list[tuple[str, Command]] = [
             (other, EraseLink(key, command.before_ms, command.erasure_id))
             for other in record.erasing
         ]
-        fresh = command.erasure_id and command.erasure_id not in record.erasure_ids
+        fresh = (
+            command.erasure_id
+            and command.erasure_id not in record.erasure_ids
+            and len(record.erasure_ids) < MAX_ERASURES_WAITING
+        )
         if fresh:
             record.erasure_ids.append(command.erasure_id)
         return Outcome(record, write=bool(fresh), sends=started + sends)

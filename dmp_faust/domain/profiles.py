@@ -49,7 +49,8 @@ still give the same profile, since a partition is read in offset order.
 What else a record holds is bounded by construction: ``counts`` by the event
 types, ``segments`` by the rules, ``applied`` and ``forwarded`` by the number
 of source partitions (two streams of at most ``MAX_PARTITIONS`` each),
-``erasing`` and ``unlinked`` by ``ids`` (``Limits.ids`` each).
+``erasing`` and ``unlinked`` by ``ids`` (``Limits.ids`` each), ``erasure_ids`` by
+``identity.MAX_ERASURES_WAITING``.
 """
 
 from __future__ import annotations

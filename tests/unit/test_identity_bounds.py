@@ -17,17 +17,28 @@ from collections import Counter
 import pytest
 
 from dmp_faust.domain import profiles as pf
-from dmp_faust.domain.identity import FoldEvent, MergeFragment, Unlink, handle
+from dmp_faust.domain.identity import (
+    MAX_ERASURES_WAITING,
+    Erase,
+    FoldEvent,
+    MergeFragment,
+    Unlink,
+    handle,
+)
 from dmp_faust.domain.profiles import LIMITS, Profile, ProfileEvent
 from tests.unit.test_identity import (
     FROM_P1,
+    HTTP,
+    T0,
     VALID,
     Scenario,
     Simulator,
     ctx,
     ev,
     follow,
+    http,
     random_graph,
+    user_with_two_anonymous_ids,
 )
 
 LINKED = 3 * LIMITS.ids
@@ -251,3 +262,38 @@ def test_erasure_past_a_small_limit_leaves_nothing_linked(graph: int) -> None:
         assert sim.profile_count == len(sim.canonical()), where
         before = sim.state()
         assert sim.crash().run().state() == before, where
+
+
+# --- erasures waiting on one record ---------------------------------------------------
+
+
+def test_a_record_being_erased_keeps_at_most_max_erasures_waiting() -> None:
+    """DELETEs of a person whose erasure is under way: each asks the linked ids again,
+    but the record keeps only MAX_ERASURES_WAITING erasure ids to report."""
+    record = handle("u1", user_with_two_anonymous_ids(), Erase(T0, "er-0"), http(HTTP)).record
+    assert record is not None and record.erasing == ["a1", "a2"]
+    for n in range(1, 3 * MAX_ERASURES_WAITING):
+        outcome = handle("u1", record, Erase(T0 + n, f"er-{n}"), http((FROM_P1, 40 + n)))
+        assert [target for target, _ in outcome.sends if target in ("a1", "a2")] == ["a1", "a2"]
+        assert outcome.record is not None
+        record = outcome.record
+    assert record.erasure_ids == [f"er-{n}" for n in range(MAX_ERASURES_WAITING)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_one_of_many_erasures_of_one_person_ends_erased(seed: int) -> None:
+    """3 x MAX_ERASURES_WAITING DELETEs of one person at once, by its ids in turn: each is
+    reported ``erased`` in the end, those past the limit by their own answers."""
+    events = [ev(anon=f"a{n}", url="/news/a") for n in range(4)]
+    events += [ev("identify", anon=f"a{n}", user="u1") for n in range(4)]
+    sim = Simulator(events, seed).run()
+    erasures = [sim.erase(["u1", "a0", "a1"][n % 3], T0) for n in range(3 * MAX_ERASURES_WAITING)]
+    peak = 0
+    while any(sim.read[i] < len(log) for i, log in enumerate(sim.log)):
+        sim.run(steps=1)
+        peak = max([peak, *(len(p.erasure_ids) for p in sim.profiles().values())])
+    assert 1 < peak <= MAX_ERASURES_WAITING
+    for erasure in erasures:
+        status = sim.statuses[erasure]
+        assert status is not None and status.status == "erased", erasure
+    assert sim.canonical() == {} and sim.profile_count == 0
