@@ -86,8 +86,12 @@ the root came to list it), so it stays counted here; what the id holds is
 only its frozen copy and its pointer, both of which go. Its later commands,
 and those of ids linked through it, find no record and start a new profile
 (a new person) under it. A root (not linked) never goes by an ``Unlink``.
-After a drain every linked record is listed by the root its pointers lead
-to, so an erasure of that root reaches it.
+After a drain every linked record is listed by the canonical profile its
+data went to, so an erasure of that profile reaches it. The ids a command
+went through (its ``path``) are of the person it reaches, listed or not: an
+``Erase`` erases them with the root it reaches (also at an id with no record,
+where a pointer led to an unlinked id), and so does a command dropped at an
+erased id; an ``EraseLink`` that finds a root erases the ids it lists.
 """
 
 from __future__ import annotations
@@ -610,7 +614,8 @@ def _erase_command(key: str, record: Profile | None, command: Erase, ctx: Contex
         )
         if fresh:
             record.erasure_ids.append(command.erasure_id)
-        return Outcome(record, write=bool(fresh), sends=started + sends)
+        later = command.before_ms  # kept too (the later one stays), for data in flight
+        return Outcome(record, write=bool(fresh), sends=started + sends, before_ms=later)
     if seen(record).covers(*ctx.source) or _after(record, command.before_ms):
         return Outcome(record, sends=started + _note(command, True, []))  # nothing to erase
     outcome = _erase(key, record, command, ctx, canonical=pf.has_data(record))

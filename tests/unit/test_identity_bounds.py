@@ -278,6 +278,7 @@ def test_a_record_being_erased_keeps_at_most_max_erasures_waiting() -> None:
         assert outcome.record is not None
         record = outcome.record
     assert record.erasure_ids == [f"er-{n}" for n in range(MAX_ERASURES_WAITING)]
+    assert outcome.before_ms == T0 + n  # the latest cutoff is kept, for data in flight
 
 
 @pytest.mark.parametrize("seed", range(6))
