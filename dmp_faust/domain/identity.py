@@ -615,11 +615,32 @@ def _erase_command(key: str, record: Profile | None, command: Erase, ctx: Contex
         if fresh:
             record.erasure_ids.append(command.erasure_id)
         later = command.before_ms  # kept too (the later one stays), for data in flight
-        return Outcome(record, write=bool(fresh), sends=started + sends, before_ms=later)
+        outcome = Outcome(record, write=bool(fresh), sends=started + sends, before_ms=later)
+        return _erase_since(key, record, command, ctx, outcome)
     if seen(record).covers(*ctx.source) or _after(record, command.before_ms):
         return Outcome(record, sends=started + _note(command, True, []))  # nothing to erase
     outcome = _erase(key, record, command, ctx, canonical=pf.has_data(record))
     outcome.sends[:0] = started
+    return outcome
+
+
+def _erase_since(
+    key: str, record: Profile, command: Erase, ctx: Context, outcome: Outcome
+) -> Outcome:
+    """A record being erased that holds events which came since its erasure began, some
+    at or before this later cutoff: they go too, and the ids they linked join the ids
+    to erase (the record waits for them as for the others)."""
+    if not record.counts or _after(record, command.before_ms) or seen(record).covers(*ctx.source):
+        return outcome
+    marks = seen(record)
+    marks.advance(*ctx.source)
+    new = sorted(set(record.ids) - {key} - set(record.erasing))
+    cleared = Profile(profile_id=key, ids=[key], applied=marks.offsets)
+    cleared.erasing, cleared.erasure_ids = sorted({*record.erasing, *new}), record.erasure_ids
+    link = EraseLink(key, command.before_ms, command.erasure_id)
+    outcome.record, outcome.write, outcome.exited = cleared, True, sorted(record.segments)
+    outcome.sends += [(other, link) for other in new]
+    outcome.profiles_delta = -1  # its data since had made it a profile again
     return outcome
 
 

@@ -20,6 +20,8 @@ from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.identity import (
     MAX_ERASURES_WAITING,
     Erase,
+    EraseDone,
+    EraseLink,
     FoldEvent,
     MergeFragment,
     Unlink,
@@ -28,6 +30,7 @@ from dmp_faust.domain.identity import (
 from dmp_faust.domain.profiles import LIMITS, Profile, ProfileEvent
 from tests.unit.test_identity import (
     FROM_P1,
+    FROM_P2,
     HTTP,
     T0,
     VALID,
@@ -298,3 +301,26 @@ def test_every_one_of_many_erasures_of_one_person_ends_erased(seed: int) -> None
         status = sim.statuses[erasure]
         assert status is not None and status.status == "erased", erasure
     assert sim.canonical() == {} and sim.profile_count == 0
+
+
+def test_a_second_erasure_takes_the_data_that_came_since_the_first_began() -> None:
+    """u1 is being erased (cutoff T0) and gets a conversion at T0 + 90 (a new profile), by
+    a new anonymous id a3: a DELETE with a later cutoff erases it, and a3, before the
+    record goes; the erasure from before the cutoff still waits for a1 and a2."""
+    erasing = handle("u1", user_with_two_anonymous_ids(), Erase(T0, "er-0"), http(HTTP)).record
+    later = MergeFragment(Profile(profile_id="u1", ids=["a3", "u1"], counts={"conversion": 1}))
+    later.fragment.first_seen = later.fragment.last_seen = T0 + 90
+    fresh = handle("u1", erasing, later, ctx((FROM_P2, 20), here=(FROM_P1, 41))).record
+    assert fresh is not None and fresh.counts == {"conversion": 1}
+    again = handle("u1", fresh, Erase(T0 + 100, "er-1"), http((FROM_P1, 42)))
+    assert again.record is not None and again.record.counts == {}
+    assert again.record.erasing == ["a1", "a2", "a3"]
+    assert again.record.erasure_ids == ["er-0", "er-1"]
+    assert (again.profiles_delta, again.exited, again.before_ms) == (-1, ["converters"], T0 + 100)
+    assert [t for t, c in again.sends if isinstance(c, EraseLink)] == ["a1", "a2", "a3"]
+    replay = handle("u1", again.record, Erase(T0 + 100, "er-1"), http((FROM_P1, 42)))
+    assert (replay.record, replay.profiles_delta) == (again.record, 0)
+    done = again.record
+    for n, linked in enumerate(["a1", "a2", "a3"]):
+        done = handle("u1", done, EraseDone(linked, "er-1"), ctx((FROM_P2, 30 + n))).record
+    assert done is None
