@@ -31,17 +31,16 @@ from dmp_faust.domain.batches import (
     position,
 )
 from dmp_faust.domain.counter import GuardedCounter
+from dmp_faust.domain.erasure_status import keep_note
 from dmp_faust.domain.identity import (
     Context,
     ErasureNote,
-    ErasureState,
     Outcome,
     command_time,
     decode_erased,
     encode_erased,
     erasure_key,
     handle,
-    note_erasure,
 )
 from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
@@ -219,8 +218,8 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
             source = (from_id, item.position)
         else:  # from a view: a stream of its own (see identity.Context.from_view)
             source = (source_id(VIEWS_STREAM, batch.partition), here[1])
-        if isinstance(item.command, ErasureNote):
-            _note_erasure(batch, item.key, item.command)
+        if isinstance(item.command, ErasureNote):  # the latest ones are kept, see the module
+            keep_note(batch.statuses, batch.partition, item.command, here[1])
             continue
         marks, before_ms = batch.erased_marks(item.key)
         context = Context(
@@ -239,16 +238,6 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
         for target, command in outcome.sends:
             batch.forward.add(target, CommandItem(target, here[1], command))
         _segment_changes(item.key, outcome, here[1], batch, changes)
-
-
-_states = msgspec.msgpack.Decoder(ErasureState)
-
-
-def _note_erasure(batch: Batch, erasure_id: str, note: ErasureNote) -> None:
-    """Keep what an erasure reports under its id (``GET /erasures/{id}``)."""
-    raw = batch.statuses.get(erasure_id.encode())
-    state = note_erasure(_states.decode(raw) if raw else None, note)
-    batch.statuses.put(erasure_id.encode(), msgspec.msgpack.encode(state))
 
 
 def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, changes: Records) -> None:

@@ -1,6 +1,9 @@
-"""The status of each erasure a ``DELETE /profiles/{id}`` started. Key: the erasure
-id (str, utf-8); value: :class:`dmp_faust.domain.identity.ErasureState` as msgpack
-(``erasing`` or ``erased``, and the hashed ids it covers; no id in the clear).
+"""The status of the latest erasures ``DELETE /profiles/{id}`` started: at most
+``MAX_ERASURE_STATUSES`` per partition, the oldest evicted (see
+:mod:`dmp_faust.domain.erasure_status`, which also keeps its ``#log`` and ``#seq``
+keys here). Key: the erasure id (str, utf-8); value:
+:class:`dmp_faust.domain.identity.ErasureState` as msgpack (``erasing`` or
+``erased``, and the hashed ids it covers; no id in the clear).
 Partitioned like ``profiles.in`` by the erasure id, which the view draws so that it
 falls on the partition of the id it erases (see ``dmp_faust/views/audience.py``)."""
 

@@ -52,6 +52,8 @@ depend on arrival order):
 * ``Erase``: keyed by the id a ``DELETE`` named; goes along the pointers to
   the root, which deletes its profile, and sends ``EraseLink`` to each linked
   id, which deletes that id's record and answers ``EraseDone``.
+* ``Unlink``: keyed by an id that a root can no longer list (past
+  ``profiles.Limits.ids``): its link goes (:func:`_unlink`).
 * ``ErasureNote``: keyed by an erasure id: what the erasure status table
   keeps (:func:`note_erasure`).
 
@@ -73,24 +75,44 @@ ids it names (the anonymous ids whose link was still travelling). Event time
 is part of the record, so a replay decides the same way; the watermarks stop
 replays of what the erased record had folded (events after the cutoff
 included) from bringing it back. Events after the cutoff start a new profile.
+
+**Past the id limit.** A root lists at most ``Limits.ids`` ids (its own and
+the smallest others), and an erasure sends ``EraseLink`` to those only. So
+every fold or merge that leaves an id out of a record's ``ids`` (one it listed,
+or one the command brought) sends that id an ``Unlink``: a linked record that
+receives it is deleted, its marks kept as an erasure's are (without a
+cutoff). That id's data had reached this root along its pointers (that is how
+the root came to list it), so it stays counted here; what the id holds is
+only its frozen copy and its pointer, both of which go. Its later commands,
+and those of ids linked through it, find no record and start a new profile
+(a new person) under it. A root (not linked) never goes by an ``Unlink``.
+After a drain every linked record is listed by the canonical profile its
+data went to, so an erasure of that profile reaches it. The ids a command
+went through (its ``path``) are of the person it reaches, listed or not: an
+``Erase`` erases them with the root it reaches (also at an id with no record,
+where a pointer led to an unlinked id), and so does a command dropped at an
+erased id; an ``EraseLink`` that finds a root erases the ids it lists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 
 from dmp_faust.domain import profiles as pf
-from dmp_faust.domain.profiles import Profile, ProfileEvent
+from dmp_faust.domain.profiles import LIMITS, Limits, Profile, ProfileEvent
 from dmp_faust.domain.segments import changes
 from dmp_faust.domain.watermarks import Watermarks
 
 MAX_HOPS: Final = 16  # the longest path a command travels along pointers
+# erasures a record under way keeps to report done (``Profile.erasure_ids``); more
+# DELETEs of the person meanwhile are reported by their own answers (see _erase_command)
+MAX_ERASURES_WAITING: Final = 16
 
 
 class FoldEvent(msgspec.Struct, tag="event"):
@@ -123,13 +145,17 @@ class EraseDone(msgspec.Struct, tag="erase_done"):
     erasure_id: str = ""
 
 
+class Unlink(msgspec.Struct, tag="unlink"):
+    user_id: str  # the root that can no longer list this id (see profiles.Limits)
+
+
 class ErasureNote(msgspec.Struct, tag="erasure_note"):
     erasure_id: str
     erased: bool  # False: under way; True: the erasure's records are deleted
     ids: list[str] = msgspec.field(default_factory=list)  # hashed ids it covers (hex)
 
 
-Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone | ErasureNote
+Command = FoldEvent | MergeFragment | Erase | EraseLink | EraseDone | Unlink | ErasureNote
 Travelling = FoldEvent | MergeFragment | Erase
 
 
@@ -215,6 +241,7 @@ class Context:
     # counted as a stream of its own: the sends of this partition's keys that are still
     # on their way have lower offsets of this partition, and must not look covered
     from_view: bool = False
+    limits: Limits = LIMITS  # of what a profile keeps (see profiles.Limits)
 
     def new_record(self, key: str) -> Profile:
         """A first record for ``key``, which ignores what an earlier erasure had seen."""
@@ -234,6 +261,8 @@ def handle(key: str, record: Profile | None, command: Command, ctx: Context) -> 
         return _erase_link(key, record, command, ctx)
     if isinstance(command, Erase):
         return _erase_command(key, record, command, ctx)
+    if isinstance(command, Unlink):
+        return _unlink(record, ctx)
     if _before_cutoff(command, ctx.before_ms):
         return _dropped(key, record, command, ctx)
     if record is not None and record.merged_into:
@@ -247,12 +276,25 @@ def _at_root(
     if isinstance(command, MergeFragment):
         part = command.fragment
         return _update(
-            key, record, ctx, lambda p: pf.merge(p, part, ctx.stream_time, ctx.horizon_ms)
+            key,
+            record,
+            ctx,
+            lambda p: pf.merge(p, part, ctx.stream_time, ctx.horizon_ms, ctx.limits),
+            part.ids,
         )
     if command.resolve:
         return _resolve(key, record, command.event, ctx)
-    event = command.event
-    return _update(key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms))
+    return _fold(key, record, command.event, ctx)
+
+
+def _fold(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -> Outcome:
+    return _update(
+        key,
+        record,
+        ctx,
+        lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms, ctx.limits),
+        (event.anonymous_id, event.user_id),
+    )
 
 
 def _before_cutoff(command: FoldEvent | MergeFragment, before_ms: int | None) -> bool:
@@ -269,20 +311,24 @@ def _dropped(
     key: str, record: Profile | None, command: FoldEvent | MergeFragment, ctx: Context
 ) -> Outcome:
     """Erased data arriving late: dropped. A fragment's own ids are erased too, and so
-    is the person of the user a dropped link request names (a link still travelling).
-    A command this key had handled before it was erased (read again) just drops."""
+    is the person of the user a dropped link request names (a link still travelling),
+    and the linked ids the command came through (``path``: their pointers lead to this
+    erased id; one may be listed nowhere, see :func:`_unlink`). A command this key had
+    handled before it was erased (read again) just drops."""
     handled = (record is not None and _handled(record, ctx.source)) or (
         ctx.erased is not None and ctx.erased.covers(*ctx.source)
     )
     if handled:
         return Outcome(record)
+    link = EraseLink(key, ctx.before_ms)
+    through: list[tuple[str, Command]] = [(i, link) for i in sorted(set(command.path) - {key})]
     if isinstance(command, FoldEvent):
         user_id = command.event.user_id
         if command.resolve and user_id and user_id != key:
             return Outcome(record, sends=[(user_id, Erase(ctx.before_ms))])
-        return Outcome(record)
-    link = EraseLink(key, ctx.before_ms)
-    return Outcome(record, sends=[(i, link) for i in sorted(set(command.fragment.ids) - {key})])
+        return Outcome(record, sends=through)
+    named = set(command.fragment.ids) - {key, *command.path}
+    return Outcome(record, sends=through + [(i, link) for i in sorted(named)])
 
 
 def seen(record: Profile) -> Watermarks:
@@ -307,7 +353,7 @@ def _resolve(key: str, record: Profile | None, event: ProfileEvent, ctx: Context
                 return Outcome(record)
             return _forward(record, user_id, _for_another_user(event), ctx)
         return _link(key, record, event, ctx)
-    return _update(key, record, ctx, lambda p: pf.fold(p, event, ctx.stream_time, ctx.horizon_ms))
+    return _fold(key, record, event, ctx)
 
 
 def _at_linked(
@@ -317,9 +363,9 @@ def _at_linked(
     if record.watermarks.covers(*ctx.source):  # folded before the link, so in the merge
         resolving = isinstance(command, FoldEvent) and command.resolve
         if resolving and ctx.here[1] == record.linked_at:  # the linking record, read again
-            return Outcome(
-                record, sends=[(record.merged_into or "", MergeFragment(record_state(record)))]
-            )
+            state = MergeFragment(record_state(record, ctx.limits))
+            sends = [(record.merged_into or "", state), *_unlinked(key, record, ctx)]
+            return Outcome(record, sends=sends)
         return Outcome(record)
     if isinstance(command, FoldEvent) and command.resolve:
         user_id = command.event.user_id
@@ -409,39 +455,117 @@ def _link(key: str, record: Profile | None, event: ProfileEvent, ctx: Context) -
     record = record or ctx.new_record(key)
     if record.watermarks.covers(*ctx.source):  # erased since
         return Outcome(record if existed else None)
-    pf.fold(record, event, ctx.stream_time, ctx.horizon_ms)
+    listed = _listed(record, (event.anonymous_id, user_id), ctx.limits.ids)
+    pf.fold(record, event, ctx.stream_time, ctx.horizon_ms, ctx.limits)
     record.watermarks.advance(*ctx.source)
     exited, record.segments = sorted(record.segments), []
     record.merged_into, record.linked_at = user_id, ctx.here[1]
     return Outcome(
         record,
         write=True,
-        sends=[(user_id, MergeFragment(record_state(record)))],
+        sends=[
+            (user_id, MergeFragment(record_state(record, ctx.limits))),
+            *_unlinks(key, listed, record, ctx, user_id),  # not the user: it leads elsewhere
+        ],
         exited=exited,
         profiles_delta=-1 if existed else 0,
     )
 
 
-def record_state(record: Profile) -> Profile:
+def record_state(record: Profile, limits: Limits = LIMITS) -> Profile:
     """A linked record's frozen state, as merged into its user."""
-    return pf.frozen_copy(record, record.merged_into or record.profile_id)
+    return pf.frozen_copy(record, record.merged_into or record.profile_id, limits)
 
 
 def _update(
-    key: str, record: Profile | None, ctx: Context, step: Callable[[Profile], object]
+    key: str,
+    record: Profile | None,
+    ctx: Context,
+    step: Callable[[Profile], object],
+    brought: Iterable[str | None] = (),
 ) -> Outcome:
+    """Apply ``step`` (a fold or a merge bringing the ids ``brought``) once."""
     existed = record is not None
     record = record or ctx.new_record(key)
     if _handled(record, ctx.source):  # folded or forwarded already, or erased since
-        return Outcome(record if existed else None)
+        return Outcome(record, sends=_unlinked(key, record, ctx)) if existed else Outcome(None)
     created = not existed or not pf.has_data(record)  # new, or new since an erasure
+    listed = _listed(record, brought, ctx.limits.ids)
     step(record)
     record.watermarks.advance(*ctx.source)
     entered, exited = changes(record.segments, ctx.segments_of(record))
     record.segments = sorted(set(record.segments) - set(exited) | set(entered))
     return Outcome(
-        record, write=True, entered=entered, exited=exited, profiles_delta=1 if created else 0
+        record,
+        write=True,
+        sends=_unlinks(key, listed, record, ctx),
+        entered=entered,
+        exited=exited,
+        profiles_delta=1 if created else 0,
     )
+
+
+# --- past the id limit ------------------------------------------------------------------
+
+
+def _listed(record: Profile, brought: Iterable[str | None], limit: int) -> set[str] | None:
+    """The ids a record lists with those a command brings, if the step may leave some
+    out (None: it cannot, so nothing is computed for the common case)."""
+    ids = [i for i in brought if i]
+    if not record.ids_truncated and len(record.ids) + len(ids) <= limit:
+        return None
+    return {*record.ids, *ids}
+
+
+def _unlinks(
+    key: str, listed: set[str] | None, record: Profile, ctx: Context, target: str = ""
+) -> list[tuple[str, Command]]:
+    """``Unlink`` for each id the step left out of ``record.ids`` (see the module doc),
+    but the key and the ``target`` its link goes to. They are kept in the record with
+    the position of the step, to be sent again if it is read again (:func:`_unlinked`)."""
+    dropped = [] if listed is None else sorted(listed.difference(record.ids, (key, target)))
+    record.unlinked, record.unlinked_at = dropped, ctx.here[1] if dropped else None
+    return [(i, Unlink(key)) for i in dropped]
+
+
+def _unlinked(key: str, record: Profile, ctx: Context) -> list[tuple[str, Command]]:
+    """The Unlinks of the record's latest step, if that is the record read again.
+
+    The agent writes a record only once its sends are acknowledged, so this
+    matters only to the simulator's harshest crash (see :func:`_forward`); the
+    targets drop a second copy (same stamp).
+    """
+    if not record.unlinked or ctx.here[1] != record.unlinked_at:
+        return []
+    return [(i, Unlink(key)) for i in record.unlinked]
+
+
+def _unlink(record: Profile | None, ctx: Context) -> Outcome:
+    """A linked id that a root can no longer list goes: its pointer and frozen copy.
+
+    The root listed it, so its data reached that root along its pointers (the
+    root may have linked on since, or this id may lead to it through others:
+    it is the same person) and stays counted there. What it had seen is kept
+    as erased marks, so that its records read again bring nothing back. A root
+    (never linked, or a cycle's cut root, or one being erased) stays, and so
+    does a record that had seen this Unlink already (read again). Either way the
+    Unlink leaves its mark: read again after the root has linked, or after a
+    record was created, it must still change nothing.
+    """
+    if record is None:  # marks kept, so that it is recognised if read again
+        if ctx.erased is not None and ctx.erased.covers(*ctx.source):
+            return Outcome(None)
+        marks = Watermarks(dict(ctx.erased.offsets) if ctx.erased else {})
+        marks.advance(*ctx.source)
+        return Outcome(None, erased=marks)
+    if seen(record).covers(*ctx.source):
+        return Outcome(record)
+    if not record.merged_into:  # the mark, so that a replay after it links is recognised
+        record.watermarks.advance(*ctx.source)
+        return Outcome(record, write=True)
+    marks = seen(record)
+    marks.advance(*ctx.source)
+    return Outcome(None, write=True, erased=marks)
 
 
 # --- erasure ----------------------------------------------------------------------------
@@ -461,26 +585,62 @@ def _erase_command(key: str, record: Profile | None, command: Erase, ctx: Contex
         outcome = _along(key, record, command, ctx)
         outcome.sends[:0] = started
         return outcome
+    # handled here before (the record that forwarded it may be gone since), or covered
+    kept = _kept_already(ctx.before_ms, command.before_ms) or (
+        ctx.erased is not None and ctx.erased.covers(*ctx.source)
+    )
+    if record is None and command.path and not kept:  # a pointer that leads nowhere
+        return _erase(key, ctx.new_record(key), command, ctx, canonical=False)
     if record is None:  # nothing here (yet): keep the cutoff for what is still in flight
         done = started + _note(command, True, ctx.hashed([key]) if started else [])
-        if _kept_already(ctx.before_ms, command.before_ms):
+        if kept:
             return Outcome(None, sends=done)
         marks = Watermarks(dict(ctx.erased.offsets) if ctx.erased else {})
         marks.advance(*ctx.source)  # so that a replay of it is recognised
         return Outcome(None, sends=done, erased=marks, before_ms=command.before_ms)
-    if record.erasing:  # under way: ask the linked ids again, report this one too
+    if record.erasing:
+        # Under way: ask the linked ids again, with this cutoff and erasure id, and report
+        # it done with the others; past MAX_ERASURES_WAITING it is not kept: each linked id
+        # answers the earlier erasure first, so its own answers arrive once the record is
+        # done, and are reported then (_erase_done: "over: say so again").
         sends: list[tuple[str, Command]] = [
             (other, EraseLink(key, command.before_ms, command.erasure_id))
             for other in record.erasing
         ]
-        fresh = command.erasure_id and command.erasure_id not in record.erasure_ids
+        fresh = (
+            command.erasure_id
+            and command.erasure_id not in record.erasure_ids
+            and len(record.erasure_ids) < MAX_ERASURES_WAITING
+        )
         if fresh:
             record.erasure_ids.append(command.erasure_id)
-        return Outcome(record, write=bool(fresh), sends=started + sends)
+        later = command.before_ms  # kept too (the later one stays), for data in flight
+        outcome = Outcome(record, write=bool(fresh), sends=started + sends, before_ms=later)
+        return _erase_since(key, record, command, ctx, outcome)
     if seen(record).covers(*ctx.source) or _after(record, command.before_ms):
         return Outcome(record, sends=started + _note(command, True, []))  # nothing to erase
     outcome = _erase(key, record, command, ctx, canonical=pf.has_data(record))
     outcome.sends[:0] = started
+    return outcome
+
+
+def _erase_since(
+    key: str, record: Profile, command: Erase, ctx: Context, outcome: Outcome
+) -> Outcome:
+    """A record being erased that holds events which came since its erasure began, some
+    at or before this later cutoff: they go too, and the ids they linked join the ids
+    to erase (the record waits for them as for the others)."""
+    if not record.counts or _after(record, command.before_ms) or seen(record).covers(*ctx.source):
+        return outcome
+    marks = seen(record)
+    marks.advance(*ctx.source)
+    new = sorted(set(record.ids) - {key} - set(record.erasing))
+    cleared = Profile(profile_id=key, ids=[key], applied=marks.offsets)
+    cleared.erasing, cleared.erasure_ids = sorted({*record.erasing, *new}), record.erasure_ids
+    link = EraseLink(key, command.before_ms, command.erasure_id)
+    outcome.record, outcome.write, outcome.exited = cleared, True, sorted(record.segments)
+    outcome.sends += [(other, link) for other in new]
+    outcome.profiles_delta = -1  # its data since had made it a profile again
     return outcome
 
 
@@ -495,12 +655,15 @@ def _after(record: Profile, before_ms: int | None) -> bool:
     return record.first_seen > before_ms
 
 
-def _person_ids(key: str, record: Profile) -> list[str]:
-    return sorted({key, *record.ids, *record.erasing})
+def _person_ids(key: str, record: Profile, path: list[str]) -> list[str]:
+    return sorted({key, *record.ids, *record.erasing, *path})
 
 
 def _erase(key: str, record: Profile, command: Erase, ctx: Context, canonical: bool) -> Outcome:
-    """Clear a root's profile; its linked ids are erased before the record goes.
+    """Clear a root's profile; its linked ids are erased before the record goes: those
+    it lists, and those the Erase came through (``path``: one it can no longer list, see
+    :func:`_unlink`, or the ids that lead to a key with no record, which stands for the
+    person's root then).
 
     Until every linked id has answered ``EraseDone``, the record stays with
     no data but the list of ids still to erase (so a crash cannot lose that
@@ -508,10 +671,10 @@ def _erase(key: str, record: Profile, command: Erase, ctx: Context, canonical: b
     """
     marks = seen(record)
     marks.advance(*ctx.source)  # so that a replay of this erasure is recognised
-    others = sorted(i for i in record.ids if i != key)
+    others = sorted({*record.ids, *command.path} - {key})
     exited = sorted(record.segments)
     delta = -1 if canonical else 0
-    noted = _note(command, False, ctx.hashed(_person_ids(key, record)))
+    noted = _note(command, False, ctx.hashed(_person_ids(key, record, command.path)))
     if not others:
         sends = noted + _note(command, True, [])
         return Outcome(
@@ -539,14 +702,30 @@ def _erase(key: str, record: Profile, command: Erase, ctx: Context, canonical: b
 
 def _erase_link(key: str, record: Profile | None, command: EraseLink, ctx: Context) -> Outcome:
     """Erase a linked id of an erased person (an id in its ``ids``: one whose state was
-    merged into the person; an event for another user does not add its anonymous id)."""
+    merged into the person; an event for another user does not add its anonymous id).
+
+    A root reached so (a dropped fragment's id, or one the Erase came through that
+    has become a root since: its link was cut, or it was unlinked and data came after)
+    is erased with the ids it lists, as an ``Erase`` would; it answers at once."""
     done: list[tuple[str, Command]] = [(command.user_id, EraseDone(key, command.erasure_id))]
-    if record is None or not pf.has_data(record):
-        return Outcome(record, sends=done)  # gone already, or being erased itself
+    if record is None:  # gone already (an Unlink, an earlier erasure) or not here yet
+        if _kept_already(ctx.before_ms, command.before_ms) or (
+            ctx.erased is not None and ctx.erased.covers(*ctx.source)
+        ):
+            return Outcome(None, sends=done)
+        marks = Watermarks(dict(ctx.erased.offsets) if ctx.erased else {})
+        marks.advance(*ctx.source)  # the cutoff, for its data still in flight; the mark,
+        return Outcome(None, sends=done, erased=marks, before_ms=command.before_ms)  # replays
+    if not pf.has_data(record):
+        return Outcome(record, sends=done)  # being erased itself
     if seen(record).covers(*ctx.source):
         return Outcome(record, sends=done)  # read again: this record started after it
     if _after(record, command.before_ms):
         return Outcome(record, sends=done)  # holds only events after the cutoff
+    if not record.merged_into and len(record.ids) > 1:  # a root with linked ids: all go
+        outcome = _erase(key, record, Erase(command.before_ms), ctx, canonical=True)
+        outcome.sends[:0] = done
+        return outcome
     marks = seen(record)
     marks.advance(*ctx.source)
     delta = 0 if record.merged_into else -1

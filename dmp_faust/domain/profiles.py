@@ -30,11 +30,10 @@ the input. Every fold and merge applies the limits, evicting deterministically:
   exact number of page views with an interest, in any order.
 * ``ids``: the profile's own id and the ``Limits.ids - 1`` smallest other
   ids (by name); ``ids_truncated`` is set once an id was left out. This is a
-  bounded union, so it does not depend on the order either. An id left out
-  still finds the profile (a lookup reads the anonymous id's own record,
-  which names its user), and its events still count here, but an erasure of
-  the profile sends ``EraseLink`` only to the ids listed (see
-  :mod:`dmp_faust.domain.identity`).
+  bounded union, so it does not depend on the order either. An erasure of
+  the profile sends ``EraseLink`` only to the ids listed, so a linked id left
+  out is unlinked (``Unlink``, see :mod:`dmp_faust.domain.identity`): what it
+  brought stays counted here, its later events start a new profile.
 * ``frequency``: at most ``Limits.campaigns`` campaigns (those with the most
   recent impression stay; ties: the smaller name) and ``Limits.buckets``
   minute buckets over all campaigns (the most recent stay). An evicted
@@ -50,7 +49,8 @@ still give the same profile, since a partition is read in offset order.
 What else a record holds is bounded by construction: ``counts`` by the event
 types, ``segments`` by the rules, ``applied`` and ``forwarded`` by the number
 of source partitions (two streams of at most ``MAX_PARTITIONS`` each),
-``erasing`` by ``ids``.
+``erasing`` and ``unlinked`` by ``ids`` (``Limits.ids`` each), ``erasure_ids`` by
+``identity.MAX_ERASURES_WAITING``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ IMPRESSION: Final = "impression"
 MINUTE_MS: Final = 60_000
 # Most bytes a profile can encode to under the default limits, whatever the input
 # (checked by tests/unit/test_profile_bounds.py): well below Kafka's 1 MiB record.
-MAX_PROFILE_BYTES: Final = 256 * 1024
+MAX_PROFILE_BYTES: Final = 320 * 1024
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,10 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     # erasures (their ids) to report done once they are
     erasing: list[str] = msgspec.field(default_factory=list)
     erasure_ids: list[str] = msgspec.field(default_factory=list)
+    # the ids the latest fold or merge left out of ``ids`` (sent ``Unlink``), and the
+    # offset of the record it handled: sent again if that record is read again
+    unlinked: list[str] = msgspec.field(default_factory=list)
+    unlinked_at: int | None = None
     # source id -> highest offset folded in (see dmp_faust.domain.watermarks)
     applied: dict[int, int] = msgspec.field(default_factory=dict)
 

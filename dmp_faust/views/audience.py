@@ -19,7 +19,6 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from faust.web import View
 
 from dmp_faust.app import app, segment_rules, settings
@@ -27,7 +26,8 @@ from dmp_faust.clock import wall_ms
 from dmp_faust.domain import profiles as pf
 from dmp_faust.domain.batches import CommandItem, encode_batch
 from dmp_faust.domain.counter import GuardedCounter
-from dmp_faust.domain.identity import MAX_HOPS, Erase, ErasureState
+from dmp_faust.domain.erasure_status import ERASURE_ID_PREFIX, is_erasure_id, read_status
+from dmp_faust.domain.identity import MAX_HOPS, Erase
 from dmp_faust.domain.segments import definition
 from dmp_faust.responses import HttpError, json_response, unavailable
 from dmp_faust.settings import DAY_MS
@@ -41,7 +41,6 @@ from tables.stream_times import stream_times
 RULES = {rule.id: rule for rule in segment_rules}
 LINK_QUERY = "link"  # GET /profiles/{id}?link=1: where a linked id leads, not the profile
 ERASURE_NOTED_WITHIN_S = 5.0  # how long a DELETE waits for its erasure to be recorded
-_states = msgspec.msgpack.Decoder(ErasureState)
 
 
 async def _record(request: Any, profile_id: str) -> tuple[Any, pf.Profile | None]:
@@ -143,7 +142,7 @@ class Profiles(View):
 def _new_erasure_id(partition: int) -> str:
     """A random id that Kafka's partitioner puts on ``partition`` (about 8 draws)."""
     while True:
-        erasure_id = f"er-{secrets.token_hex(12)}"
+        erasure_id = f"{ERASURE_ID_PREFIX}{secrets.token_hex(12)}"
         if partition_for(erasure_id) == partition:
             return erasure_id
 
@@ -164,10 +163,9 @@ class Erasures(View):
         routed = await route_to_owner(request, erasure_status, erasure_id)
         if routed is not None:
             return routed
-        raw = erasure_status.get(erasure_id)
-        if raw is None:
+        state = read_status(erasure_status.get(erasure_id)) if is_erasure_id(erasure_id) else None
+        if state is None:  # never issued, or expired (the latest ones are kept)
             raise HttpError(404, "not_found", f"no erasure {erasure_id!r}")
-        state = _states.decode(raw)
         return json_response({"erasure_id": erasure_id, "status": state.status, "ids": state.ids})
 
 

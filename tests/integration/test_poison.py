@@ -49,7 +49,7 @@ CAMPAIGNS, MINUTES = 200, 40  # 8,000 impressions, each a (campaign, minute) buc
 LINKED = 3_000
 # The README's limits.
 MAX_INTERESTS, MAX_IDS, MAX_CAMPAIGNS, MAX_BUCKETS = 64, 100, 64, 2048
-MAX_PROFILE_BYTES = 256 * 1024
+MAX_PROFILE_BYTES = 320 * 1024
 
 
 def partition(key: str) -> int:

@@ -780,10 +780,14 @@ def test_erasing_nothing_keeps_the_cutoff_for_data_in_flight() -> None:
 
 
 def test_erase_link_at_no_record_answers_done() -> None:
-    """The linked id was erased already (a replay), or never had a record: the user's
-    erasure must still complete."""
-    outcome = handle("a1", None, EraseLink("u1"), ctx((FROM_P1, 9)))
-    assert outcome == Outcome(None, sends=[("u1", EraseDone("a1"))])
+    """The linked id was erased already (a replay), or never had a record (it was
+    unlinked, or its data is still in flight): the user's erasure must still complete,
+    and the id keeps the cutoff (for what is in flight) and the mark (for replays)."""
+    outcome = handle("a1", None, EraseLink("u1", T0), ctx((FROM_P1, 9)))
+    assert outcome.sends == [("u1", EraseDone("a1"))] and outcome.record is None
+    assert (outcome.erased, outcome.before_ms) == (Watermarks({FROM_P1: 9}), T0)
+    again = handle("a1", None, EraseLink("u1", T0), ctx((FROM_P1, 9), outcome.erased))
+    assert again == Outcome(None, sends=[("u1", EraseDone("a1"))])
 
 
 def test_replay_of_an_http_erase_keeps_the_profile_started_after_it() -> None:
@@ -1044,6 +1048,7 @@ class Simulator:
     segment_sizes: dict[str, GuardedCounter] = field(default_factory=dict)
     statuses: dict[str, ErasureState | None] = field(default_factory=dict)  # by erasure id
     hops: int = 0  # the longest path a sent command carried
+    limits: pf.Limits = pf.LIMITS  # of what a profile keeps (tests of the id limit: small)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -1129,6 +1134,7 @@ class Simulator:
             before_ms,
             NAMESPACE,
             from_view=message.source is None,
+            limits=self.limits,
         )
         record = pf.from_bytes(self.records.get(message.key))
         outcome = handle(message.key, record, command, context)

@@ -104,13 +104,15 @@ def test_merging_far_past_every_limit_stays_under_the_bound() -> None:
     for seed in range(5):
         pf.merge(user, worst_fragment(seed), T0 + DAY_MS, DAY_MS)
     # What a record can hold besides: a mark per source partition of both streams
-    # (events.valid and profiles.in), the segments, the link fields, the ids to erase.
+    # (events.valid and profiles.in), the segments, the link fields, the ids to erase,
+    # the ids its latest step unlinked (at most the limit: one step brings at most that).
     sources = [source_id(s, p) for s in (0, 1) for p in range(MAX_PARTITIONS)]
     user.applied = {s: 2**62 for s in sources}
     user.forwarded = {s: 2**62 for s in sources}
     user.segments = ["clickers", "converters", "engaged"]
     user.merged_into, user.linked_at, user.forwarded_at = wide(1), 2**62, 2**62
     user.erasing = [i for i in user.ids if i != user.profile_id]
+    user.unlinked, user.unlinked_at = [wide(n + 10**6) for n in range(LIMITS.ids)], 2**62
     assert len(user.ids) == LIMITS.ids and len(user.interests) == LIMITS.interests
     assert size(user) <= MAX_PROFILE_BYTES
 
