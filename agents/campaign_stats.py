@@ -99,7 +99,7 @@ def _fold(part: _Partition, partition: int, source_id: int, items: list[Campaign
     """Fold one record's items into their windows (each read once per take)."""
     for item in items:
         part.stream_time = stream_time = advance_stream_time(part.stream_time, item.ts)
-        for expired in sweeper.tick(partition, stream_time):
+        for expired in sweeper.tick(partition, stream_time, part.windows):
             part.touched.pop(expired, None)
             part.changed.discard(expired)
             part.windows.put(expired, None)

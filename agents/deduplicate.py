@@ -115,7 +115,7 @@ def _deduplicate(
     part.writes.prefetch([valid.event_id.encode() for valid in batch])
     for index, valid in enumerate(batch):
         part.stream_time = stream_time = advance_stream_time(part.stream_time, valid.ts)
-        for key in sweeper.tick(partition, stream_time):
+        for key in sweeper.tick(partition, stream_time, part.writes):
             part.writes.put(key, None)
         here = position(offset, index)
         if not _accept(part.writes, valid, here, stream_time):

@@ -102,16 +102,25 @@ class Sweeper:
         self._countdown: defaultdict[int, int] = defaultdict(int)
         self._cursor: dict[int, bytes | None] = {}
 
-    def tick(self, partition: int, stream_time: int) -> list[bytes]:
+    def tick(self, partition: int, stream_time: int, store: Store) -> list[bytes]:
         """Count one event of ``partition``; when a slice is due, return its expired keys.
 
-        The caller deletes them, with the writes of the batch it is handling.
+        The slice is read from RocksDB, which does not hold what the take wrote
+        so far, so each key found expired there is judged again by its value in
+        ``store``, the take's own view of the partition: a key the take wrote
+        anew (an event id seen again after the horizon) is not expired, and
+        one it deleted already is not returned. The caller deletes the keys,
+        with the writes of the batch it is handling.
         """
         self._countdown[partition] += 1
         if self._countdown[partition] < self.every:
             return []
         self._countdown[partition] = 0
-        return self._scan(partition, stream_time)
+        return [
+            key
+            for key in self._scan(partition, stream_time)
+            if (value := store.get(key)) is not None and self.is_expired(key, value, stream_time)
+        ]
 
     def _scan(self, partition: int, stream_time: int) -> list[bytes]:
         db = self.table.data._db_for_partition(partition)  # Faust's RocksDB store
