@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 
 from dmp_faust.app import settings
 from dmp_faust.bulk import Records
-from dmp_faust.domain.batches import encode_batch
+from dmp_faust.domain.batches import encode_within
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source
 
 # How many records a stage takes from Faust at once, and how long it waits to fill them.
@@ -44,7 +43,8 @@ class Outbox:
     """Items for one internal topic, gathered per destination partition.
 
     ``close`` turns them into records (one per destination partition, split
-    above :data:`RECORD_MAX_BYTES`) on the shared :class:`~dmp_faust.bulk.Records`,
+    above :data:`RECORD_MAX_BYTES` or :data:`~dmp_faust.domain.batches.MAX_ITEMS`
+    items, the most a position can index) on the shared :class:`~dmp_faust.bulk.Records`,
     stamped with their source; the caller sends the records once per batch.
     """
 
@@ -62,16 +62,6 @@ class Outbox:
         """Make records of what was gathered, stamped with ``source`` (source id, offset)."""
         headers = [(SOURCE_HEADER, encode_source(*source))] if source else []
         for partition, items in self._items.items():
-            for value in _encode_within(items, RECORD_MAX_BYTES):
+            for value in encode_within(items, RECORD_MAX_BYTES):
                 self.records.add(partition, None, value, headers)
         self._items.clear()
-
-
-def _encode_within(items: list[Any], limit: int) -> Iterator[bytes]:
-    encoded = encode_batch(items)
-    if len(encoded) <= limit or len(items) == 1:
-        yield encoded
-        return
-    half = len(items) // 2
-    yield from _encode_within(items[:half], limit)
-    yield from _encode_within(items[half:], limit)

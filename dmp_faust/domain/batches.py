@@ -17,7 +17,8 @@ items exactly as they were processed, so they serve as watermarks
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -25,11 +26,17 @@ from dmp_faust.domain.events import Event
 from dmp_faust.domain.identity import Command
 
 INDEX_BITS: Final = 16
-MAX_ITEMS: Final = 1 << INDEX_BITS
+MAX_ITEMS: Final = 1 << INDEX_BITS  # items in one batch record: indexes 0..65,535
 
 
 def position(offset: int, index: int) -> int:
-    """The position of item ``index`` of the record at ``offset``."""
+    """The position of item ``index`` of the record at ``offset``.
+
+    An index past :data:`MAX_ITEMS` would spill into the offset bits and name an
+    item of the next record, which the watermarks would then skip: refused.
+    """
+    if not 0 <= index < MAX_ITEMS:
+        raise ValueError(f"item index {index} outside 0..{MAX_ITEMS - 1}: the record is too long")
     return (offset << INDEX_BITS) | index
 
 
@@ -65,6 +72,22 @@ def encode_batch(
     items: list[Event] | list[CampaignItem] | list[CommandItem] | list[DeltaItem],
 ) -> bytes:
     return _encoder.encode(items)
+
+
+def encode_within(items: Sequence[Any], max_bytes: int) -> Iterator[bytes]:
+    """``items`` as batch records of at most :data:`MAX_ITEMS` items and ``max_bytes``
+    bytes each (a single item larger than that goes alone), in order."""
+    if len(items) > MAX_ITEMS:
+        for start in range(0, len(items), MAX_ITEMS):
+            yield from encode_within(items[start : start + MAX_ITEMS], max_bytes)
+        return
+    encoded = _encoder.encode(items)
+    if len(encoded) <= max_bytes or len(items) == 1:
+        yield encoded
+        return
+    half = len(items) // 2
+    yield from encode_within(items[:half], max_bytes)
+    yield from encode_within(items[half:], max_bytes)
 
 
 def decode_valid(raw: bytes) -> list[Event]:
