@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from dmp_faust.domain.batches import batch_length
 from dmp_faust.domain.windows import advance_stream_time
 
 log = logging.getLogger(__name__)
 
+# Most items a stage handles between two write phases (see runs). A take of 64 batch
+# records can hold 10^5 commands or more; handled at once, they would hold every write
+# back for seconds, in memory, on a worker that may have lost its partitions meanwhile.
+TAKE_ITEMS = 16_384
 # How long the input gate waits in one fetch, and between "still waiting" warnings.
 READ_WAIT_MS = 1000
 READ_PATIENCE_S = 30.0
@@ -39,6 +44,28 @@ def header(headers: Any, name: str) -> bytes:
         if key == name:
             return bytes(value)
     return b""
+
+
+def runs(events: list[Any], max_items: int = TAKE_ITEMS) -> Iterator[list[Any]]:
+    """``events`` (batch records, in the order they are to be handled) as consecutive
+    runs of at most ``max_items`` items; a record holding more goes alone.
+
+    A stage handles each run as a take of its own: reads, folds, sends, writes
+    its tables and its gate. Within a run it yields to the event loop after each
+    record (at most :data:`~dmp_faust.domain.batches.MAX_ITEMS` items and 256 KiB),
+    so heartbeats, the web server and the intake keep their turn.
+    """
+    run: list[Any] = []
+    items = 0
+    for event in events:
+        length = batch_length(event.value)
+        if run and items + length > max_items:
+            yield run
+            run, items = [], 0
+        run.append(event)
+        items += length
+    if run:
+        yield run
 
 
 class Store(Protocol):

@@ -90,6 +90,19 @@ def encode_within(items: Sequence[Any], max_bytes: int) -> Iterator[bytes]:
     yield from encode_within(items[half:], max_bytes)
 
 
+def batch_length(raw: bytes) -> int:
+    """How many items the batch record ``raw`` holds, read from its msgpack array
+    header alone (a take counts its items before decoding them)."""
+    first = raw[0] if raw else 0
+    if 0x90 <= first <= 0x9F:  # fixarray
+        return first & 0x0F
+    if first == 0xDC:  # array 16
+        return int.from_bytes(raw[1:3], "big")
+    if first == 0xDD:  # array 32
+        return int.from_bytes(raw[1:5], "big")
+    raise ValueError(f"not a batch record (first byte {first:#04x})")
+
+
 def decode_valid(raw: bytes) -> list[Event]:
     return _valid.decode(raw)
 

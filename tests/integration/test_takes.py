@@ -1,4 +1,5 @@
-"""What one take of a stage may do: expiry sweeps that see the take's own writes."""
+"""What one take of a stage may do: expiry sweeps that see the take's own writes,
+and no more items between two write phases than the cap."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from dmp_faust.domain.batches import encode_batch
+from dmp_faust.domain.events import Event, validate_bytes
+from dmp_faust.state import TAKE_ITEMS
 from tests.integration.conftest import WorkerFactory
 from tests.integration.events import MINUTE, T0, encode, event
-from tests.integration.support import Worker, call, metrics, wait_until
+from tests.integration.support import Worker, call, consume, metrics, produce, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +77,41 @@ def test_an_id_seen_again_after_the_horizon_is_not_swept_in_the_same_take(
     status, profile = call("GET", f"{worker.url}/profiles/{anon}")
     assert status == 200, profile
     assert profile["counts"] == {"page_view": 2}
+
+
+def test_a_stage_writes_after_at_most_the_item_cap_however_big_its_take(
+    make_worker: WorkerFactory,
+) -> None:
+    """40 ``events.valid`` records of 1,000 events each, sent at once: Faust hands
+    de-duplication takes of up to 64 records (64,000 events). Its next input
+    offset, stored after each write phase, must never move by more records
+    than the item cap holds, and every event still gets through."""
+    worker = make_worker(DMP_PARTITIONS="1").start()
+    per_record, records = 1000, 40
+    bodies = [
+        [
+            event("page_view", T0 + n, f"c-{n % 500}")
+            for n in range(r * per_record, (r + 1) * per_record)
+        ]
+        for r in range(records)
+    ]
+    valid = [[validate_bytes(encode(body), T0) for body in batch] for batch in bodies]
+    assert all(isinstance(item, Event) for batch in valid for item in batch)
+    produce(
+        worker.bootstrap,
+        f"{worker.prefix}.events.valid",
+        [(None, encode_batch(batch)) for batch in valid],  # type: ignore[arg-type]
+    )
+    total = per_record * records
+    wait_until(lambda: outcomes(worker)[0] == total, 120, "every event to be accepted")
+
+    key = b"deduplicate:next:0"
+    changelog = consume(
+        worker.bootstrap,
+        f"{worker.prefix}-stream_times-changelog",
+        lambda got: any(r.key == key and int(r.value) == records for r in got),
+    )
+    offsets = [int(r.value) for r in changelog if r.key == key]
+    steps = [b - a for a, b in zip([0, *offsets], offsets, strict=False)]
+    assert max(steps) <= TAKE_ITEMS // per_record, steps
+    assert sum(steps) == records

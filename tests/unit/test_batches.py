@@ -7,7 +7,9 @@ import pytest
 from dmp_faust.domain.batches import (
     MAX_ITEMS,
     DeltaItem,
+    batch_length,
     decode_deltas,
+    encode_batch,
     encode_within,
     position,
 )
@@ -45,3 +47,15 @@ def test_the_writer_splits_by_items_and_bytes_keeping_the_order(
 def test_an_item_larger_than_the_byte_limit_goes_alone() -> None:
     items = [DeltaItem("x" * 100, 1, 1), DeltaItem("y", 2, 1)]
     assert [decode_deltas(raw) for raw in encode_within(items, 50)] == [[items[0]], [items[1]]]
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65_535, 65_536, 70_000])
+def test_batch_length_reads_the_item_count_from_the_header(count: int) -> None:
+    items = [DeltaItem("s", 1, 1)] * count
+    assert batch_length(encode_batch(items)) == count
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01", b'{"a": 1}'])
+def test_batch_length_refuses_what_is_not_a_batch(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="not a batch record"):
+        batch_length(raw)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper
+from dmp_faust.domain.batches import DeltaItem, encode_batch
+from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper, runs
 
 
 class FakeDB:
@@ -192,3 +193,31 @@ def test_input_gate_goes_on_when_a_hole_cannot_be_read() -> None:
     ordered = asyncio.run(gate.complete([Event(0, 100)], {0: 50}.__getitem__, FakeConsumer()))
     assert offsets(ordered) == [(0, 100)]
     assert gate.reads == [(0, 50, 100)]
+
+
+class Record:
+    """A batch record as a stage takes it (only ``value`` is read)."""
+
+    def __init__(self, items: int) -> None:
+        self.value = encode_batch([DeltaItem("s", i, 1) for i in range(items)])
+        self.items = items
+
+
+@pytest.mark.parametrize(
+    ("sizes", "cap", "expected"),
+    [
+        pytest.param([1000] * 64, 16_384, [16, 16, 16, 16], id="a-full-take-of-64"),
+        pytest.param([5, 5, 5], 10, [2, 1], id="exactly-at-the-cap"),
+        pytest.param([30, 2, 2], 10, [1, 2], id="a-record-over-the-cap-goes-alone"),
+        pytest.param([2, 30, 2], 10, [1, 1, 1], id="over-the-cap-in-the-middle"),
+        pytest.param([], 10, [], id="empty"),
+    ],
+)
+def test_runs_cap_the_items_between_writes_and_keep_the_order(
+    sizes: list[int], cap: int, expected: list[int]
+) -> None:
+    records = [Record(n) for n in sizes]
+    found = list(runs(records, cap))
+    assert [len(run) for run in found] == expected
+    assert [record for run in found for record in run] == records
+    assert all(sum(r.items for r in run) <= cap or len(run) == 1 for run in found)
