@@ -11,10 +11,11 @@ once and written once (:mod:`dmp_faust.bulk`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from dmp_faust.app import app, metrics, settings
+from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S
 from dmp_faust.bulk import TableWrites
 from dmp_faust.domain.batches import CampaignItem, decode_campaign
@@ -27,11 +28,13 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
+from dmp_faust.fence import Fenced
 from dmp_faust.state import InputGate, StreamClock, Sweeper, header, runs
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 WINDOW_MS = settings.window_ms
 RETENTION_MS = settings.retention_ms
 TAKE_RECORDS = 64  # events.by_campaign records (each a batch of items) taken at once
@@ -64,11 +67,16 @@ class _Partition:
 async def count_campaign_stats(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         for run in runs(await gate.complete(events, _next_offset, app.consumer)):
-            await _take(run)
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("campaign_stats: take abandoned before its tables: %s", exc)
+                break
 
 
 async def _take(run: list[Any]) -> None:
     """Fold one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
     taken: dict[int, _Partition] = {}
     for event in run:
         partition, offset = event.message.partition, event.message.offset
@@ -85,8 +93,10 @@ async def _take(run: list[Any]) -> None:
         if part.stream_time is not None:
             clock.advance(part.times, partition, part.stream_time)
         gate.done(part.times, partition, part.next_offset - 1)
+    await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(*(part.windows.commit() for part in taken.values()))
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+    # The gate last, and unfenced: once the table went out, its gate follows it.
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))
 
 
 def _next_offset(partition: int) -> int | None:

@@ -11,10 +11,11 @@ skip what a replay sends again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from dmp_faust.app import app, metrics, settings
+from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.clock import wall_ms
@@ -26,11 +27,13 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.fence import Fenced
 from dmp_faust.state import InputGate, StreamClock, Sweeper, runs
 from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
 TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
@@ -62,15 +65,20 @@ class _Partition:
 
 @app.agent(valid_events)
 async def deduplicate_events(stream: Any) -> None:
-    clean = Records(app, clean_events)
-    campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         for run in runs(await gate.complete(events, _next_offset, app.consumer)):
-            await _take(run, clean, campaigns, commands)
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("deduplicate: take abandoned before its tables: %s", exc)
+                break
 
 
-async def _take(run: list[Any], clean: Records, campaigns: Records, commands: Records) -> None:
+async def _take(run: list[Any]) -> None:
     """Handle one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
+    clean = Records(app, clean_events)
+    campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
     taken: dict[int, _Partition] = {}
     for event in run:
         partition, offset = event.message.partition, event.message.offset
@@ -90,9 +98,12 @@ async def _take(run: list[Any], clean: Records, campaigns: Records, commands: Re
     # Output first, then the table: a crash in between replays these records, whose
     # events are then new again and sent again with the same positions, which the
     # folds downstream skip. The other way round, their output would be lost.
+    await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(clean.send(), campaigns.send(), commands.send())
+    await fence.check(generation)
     await asyncio.gather(*(part.writes.commit() for part in taken.values()))
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+    # The gate last, and unfenced: once the table went out, its gate follows it.
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))
     for part in taken.values():
         metrics.accepted.inc(part.accepted)
 

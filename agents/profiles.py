@@ -12,6 +12,7 @@ its position; segment changes go to ``segments.changes``, one record each.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 from prometheus_client import REGISTRY
 
-from dmp_faust.app import app, segment_rules, settings
+from dmp_faust.app import app, fence, segment_rules, settings
 from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.domain import profiles as pf
@@ -42,6 +43,7 @@ from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.fence import Fenced
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
 from dmp_faust.state import InputGate, StreamClock, header, runs
@@ -53,6 +55,7 @@ from tables.profiles import profiles
 from tables.segment_sizes import segment_sizes
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
 TAKE_RECORDS = 64  # profiles.in records (each a batch of commands) taken at once
@@ -144,15 +147,20 @@ def _erasure_key(key: str) -> bytes:
 
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
-    forwards, deltas = Records(app, profile_commands), Records(app, segment_deltas)
-    changes = Records(app, segment_changes)
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         for run in runs(await gate.complete(events, partial(_next_offset, gate), app.consumer)):
-            await _take(run, forwards, deltas, changes)
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("profiles: take abandoned before its tables: %s", exc)
+                break
 
 
-async def _take(run: list[Any], forwards: Records, deltas: Records, changes: Records) -> None:
+async def _take(run: list[Any]) -> None:
     """Handle one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
+    forwards, deltas = Records(app, profile_commands), Records(app, segment_deltas)
+    changes = Records(app, segment_changes)
     taken: dict[int, Batch] = {}
     for event in run:
         partition = event.message.partition
@@ -170,7 +178,9 @@ async def _take(run: list[Any], forwards: Records, deltas: Records, changes: Rec
     # the records as they were, which sends the same commands and deltas again with
     # the same positions, and the folds downstream skip them. The other way round,
     # the records would already reflect the commands and their output would be lost.
+    await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(forwards.send(), deltas.send(), changes.send())
+    await fence.check(generation)
     await asyncio.gather(*(batch.store() for batch in taken.values()))
 
 
@@ -237,11 +247,16 @@ async def count_segment_sizes(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         ordered = await sizes_gate.complete(events, partial(_next_offset, sizes_gate), app.consumer)
         for run in runs(ordered):
-            await _count_sizes(run)
+            try:
+                await _count_sizes(run)
+            except Fenced as exc:
+                log.warning("segment_sizes: take abandoned before its tables: %s", exc)
+                break
 
 
 async def _count_sizes(run: list[Any]) -> None:
     """Fold one run of ``segments.deltas`` records into the sizes and write them."""
+    generation = fence.generation()
     stores: dict[int, tuple[TableWrites, TableWrites]] = {}  # sizes, times
     next_offsets: dict[int, int] = {}
     sizes: dict[tuple[int, str], GuardedCounter] = {}
@@ -265,8 +280,10 @@ async def _count_sizes(run: list[Any]) -> None:
         stores[partition][0].put(segment.encode(), size.to_bytes())
     for partition, next_offset in next_offsets.items():
         sizes_gate.done(stores[partition][1], partition, next_offset - 1)
+    await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
-    await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
+    # The gate last, and unfenced: once the table went out, its gate follows it.
+    await asyncio.gather(*(times.commit() for _, times in stores.values()))
 
 
 def _profiles_here() -> int:
