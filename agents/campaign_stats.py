@@ -70,7 +70,7 @@ async def count_campaign_stats(stream: Any) -> None:
             try:
                 await _take(run)
             except Fenced as exc:
-                log.warning("campaign_stats: take abandoned before its tables: %s", exc)
+                log.warning("campaign_stats: take abandoned, the rest unwritten: %s", exc)
                 break
 
 
@@ -95,8 +95,8 @@ async def _take(run: list[Any]) -> None:
         gate.done(part.times, partition, part.next_offset - 1)
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(*(part.windows.commit() for part in taken.values()))
-    # The gate last, and unfenced: once the table went out, its gate follows it.
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
 
 
 def _next_offset(partition: int) -> int | None:

@@ -70,7 +70,7 @@ async def deduplicate_events(stream: Any) -> None:
             try:
                 await _take(run)
             except Fenced as exc:
-                log.warning("deduplicate: take abandoned before its tables: %s", exc)
+                log.warning("deduplicate: take abandoned, the rest unwritten: %s", exc)
                 break
 
 
@@ -102,8 +102,8 @@ async def _take(run: list[Any]) -> None:
     await asyncio.gather(clean.send(), campaigns.send(), commands.send())
     await fence.check(generation)
     await asyncio.gather(*(part.writes.commit() for part in taken.values()))
-    # The gate last, and unfenced: once the table went out, its gate follows it.
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
     for part in taken.values():
         metrics.accepted.inc(part.accepted)
 

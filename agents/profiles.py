@@ -116,7 +116,7 @@ class Batch:
                 self.profiles_deltas.get(offset, 0) + outcome.profiles_delta
             )
 
-    async def store(self) -> None:
+    async def store(self, generation: int) -> None:
         for key in self.dirty:
             if key in self.erased:
                 self.erasures.put(_erasure_key(key), self.erased[key].to_bytes())
@@ -137,7 +137,9 @@ class Batch:
         # these offsets counted and skips them. The other way round (or at once), it would
         # find profiles created already, count 0 for them, and the count would fall short.
         await self.counts.commit()
+        await fence.check(generation)
         await asyncio.gather(self.profiles.commit(), self.erasures.commit())
+        await fence.check(generation)
         await self.times.commit()  # the gate last: what it lets by is in the tables
 
 
@@ -152,7 +154,7 @@ async def build_profiles(stream: Any) -> None:
             try:
                 await _take(run)
             except Fenced as exc:
-                log.warning("profiles: take abandoned before its tables: %s", exc)
+                log.warning("profiles: take abandoned, the rest unwritten: %s", exc)
                 break
 
 
@@ -181,7 +183,7 @@ async def _take(run: list[Any]) -> None:
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(forwards.send(), deltas.send(), changes.send())
     await fence.check(generation)
-    await asyncio.gather(*(batch.store() for batch in taken.values()))
+    await asyncio.gather(*(batch.store(generation) for batch in taken.values()))
 
 
 def _next_offset(input_gate: InputGate, partition: int) -> int | None:
@@ -250,7 +252,7 @@ async def count_segment_sizes(stream: Any) -> None:
             try:
                 await _count_sizes(run)
             except Fenced as exc:
-                log.warning("segment_sizes: take abandoned before its tables: %s", exc)
+                log.warning("segment_sizes: take abandoned, the rest unwritten: %s", exc)
                 break
 
 
@@ -282,8 +284,8 @@ async def _count_sizes(run: list[Any]) -> None:
         sizes_gate.done(stores[partition][1], partition, next_offset - 1)
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
-    # The gate last, and unfenced: once the table went out, its gate follows it.
-    await asyncio.gather(*(times.commit() for _, times in stores.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
 
 
 def _profiles_here() -> int:
