@@ -212,6 +212,11 @@ class InputGate:
         for partition, taken in by_partition.items():
             taken.sort(key=lambda event: event.message.offset)
             following = expected(partition)
+            if following is None:
+                # Nothing processed here yet: all of the partition is due, from the start
+                # of its log, wherever Faust starts (after a rebalance it can drop the
+                # first records it had queued; with no next offset, that hole would pass).
+                following = await self._log_start(partition)
             tp = TopicPartition(self.topic.get_topic_name(), partition)
             if following is not None and taken[0].message.offset != following:
                 # Faust skipped or repeated records: whatever it never delivered below
@@ -234,6 +239,19 @@ class InputGate:
                 ordered.append(event)
                 following = offset + 1
         return ordered
+
+    async def _log_start(self, partition: int) -> int:
+        """The first offset Kafka still has of ``partition`` (0 until retention deletes)."""
+        reader = await self._started_reader()
+        tp = TopicPartition(self.topic.get_topic_name(), partition)
+        while True:
+            try:
+                return int((await reader.beginning_offsets([tp]))[tp])
+            except KafkaError as exc:  # the broker is away: without it, wait for it
+                log.warning(
+                    "%s: cannot read the start of partition %d (%s)", self.stage, partition, exc
+                )
+                await asyncio.sleep(READ_WAIT_MS / 1000)
 
     async def _read(self, partition: int, start: int, stop: int) -> list[Any]:
         """Records ``start`` to ``stop - 1`` of the partition, as Faust-like events.

@@ -166,6 +166,9 @@ class ReadingGate(InputGate):
         self.reads.append((partition, start, stop))
         return [Event(partition, o) for o in self.log[partition] if start <= o < stop]
 
+    async def _log_start(self, partition: int) -> int:
+        return min(self.log[partition], default=0)
+
 
 def offsets(events: list[Any]) -> list[tuple[int, int]]:
     return [(e.message.partition, e.message.offset) for e in events]
@@ -177,15 +180,43 @@ def test_input_gate_drops_what_was_processed_and_reads_holes_in_order() -> None:
     gate.done(store, 3, 10)
     assert gate.expected(store, 3) == 11
     assert gate.expected(store, 5) is None
-    taken = [Event(3, 9), Event(3, 15), Event(3, 11), Event(5, 40), Event(5, 41)]
+    taken = [Event(3, 9), Event(3, 15), Event(3, 11), Event(5, 1), Event(5, 2)]
     expected = {3: gate.expected(store, 3), 5: gate.expected(store, 5)}
     consumer = FakeConsumer()
     ordered = asyncio.run(gate.complete(taken, expected.__getitem__, consumer))
-    # 9 was processed; 11 comes in order; 12..14 (the hole) are read; none processed yet on 5
-    assert offsets(ordered) == [(3, 11), (3, 12), (3, 13), (3, 14), (3, 15), (5, 40), (5, 41)]
-    assert gate.reads == [(3, 12, 15)]
+    # 9 was processed; 11 comes in order; 12..14 (the hole) are read; on 5 nothing was
+    # processed yet, so what Faust did not hand over from the start of the log is read
+    assert offsets(ordered) == [
+        (3, 11), (3, 12), (3, 13), (3, 14), (3, 15), (5, 0), (5, 1), (5, 2)
+    ]  # fmt: skip
+    assert gate.reads == [(3, 12, 15), (5, 0, 1)]
     # Faust is told what it never delivered: all below the next offset, then the hole
-    assert consumer.gaps == [("t.in", 3, 0, 10), ("t.in", 3, 12, 14)]
+    assert consumer.gaps == [
+        ("t.in", 3, 0, 10),
+        ("t.in", 3, 12, 14),
+        ("t.in", 5, 0, -1),
+        ("t.in", 5, 0, 0),
+    ]
+
+
+def test_input_gate_reads_from_the_log_start_on_a_partition_it_never_processed() -> None:
+    """After a rebalance Faust can drop the first records of a partition nobody processed
+    yet and hand over later ones: without a next offset, nothing showed the hole."""
+    gate = ReadingGate({1: list(range(5, 20))})  # retention deleted 0..4
+    ordered = asyncio.run(
+        gate.complete([Event(1, 8), Event(1, 9)], {1: None}.__getitem__, FakeConsumer())
+    )
+    assert offsets(ordered) == [(1, o) for o in range(5, 10)]
+    assert gate.reads == [(1, 5, 8)]
+
+
+def test_input_gate_takes_the_first_record_of_a_new_partition_as_is() -> None:
+    gate = ReadingGate({2: [0, 1]})
+    ordered = asyncio.run(
+        gate.complete([Event(2, 0), Event(2, 1)], {2: None}.__getitem__, FakeConsumer())
+    )
+    assert offsets(ordered) == [(2, 0), (2, 1)]
+    assert gate.reads == []
 
 
 def test_input_gate_goes_on_when_a_hole_cannot_be_read() -> None:
