@@ -11,11 +11,11 @@ once and written once (:mod:`dmp_faust.bulk`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from dmp_faust.app import app, metrics, settings
+from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S
 from dmp_faust.bulk import TableWrites
 from dmp_faust.domain.batches import CampaignItem, decode_campaign
@@ -28,11 +28,13 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
-from dmp_faust.state import InputGate, StreamClock, Sweeper, header
+from dmp_faust.fence import Fenced
+from dmp_faust.state import InputGate, StreamClock, Sweeper, header, runs
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 WINDOW_MS = settings.window_ms
 RETENTION_MS = settings.retention_ms
 TAKE_RECORDS = 64  # events.by_campaign records (each a batch of items) taken at once
@@ -64,27 +66,46 @@ class _Partition:
 @app.agent(campaign_events)
 async def count_campaign_stats(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        taken: dict[int, _Partition] = {}
-        for event in await gate.complete(events, partial(_open, taken), app.consumer):
-            partition, offset = event.message.partition, event.message.offset
-            part = taken[partition]
-            part.next_offset, part.processed = offset + 1, True
-            source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
-            _fold(part, partition, source_id, decode_campaign(event.value))
-        for partition, part in taken.items():
-            if not part.processed or part.next_offset is None:
-                continue
-            for key in part.changed:
-                part.windows.put(key, part.touched[key].to_bytes())
-            if part.stream_time is not None:
-                clock.advance(part.times, partition, part.stream_time)
-            gate.done(part.times, partition, part.next_offset - 1)
-        await asyncio.gather(*(part.windows.commit() for part in taken.values()))
-        await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+        for run in runs(await gate.complete(events, _next_offset, app.consumer)):
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("campaign_stats: take abandoned, the rest unwritten: %s", exc)
+                break
 
 
-def _open(taken: dict[int, _Partition], partition: int) -> int | None:
-    """Start on ``partition`` for this take; return its next input offset."""
+async def _take(run: list[Any]) -> None:
+    """Fold one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
+    taken: dict[int, _Partition] = {}
+    for event in run:
+        partition, offset = event.message.partition, event.message.offset
+        part = taken.get(partition) or _open(taken, partition)
+        part.next_offset, part.processed = offset + 1, True
+        source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
+        _fold(part, partition, source_id, decode_campaign(event.value))
+        await asyncio.sleep(0)  # one record at a time: let heartbeats and requests in
+    for partition, part in taken.items():
+        if not part.processed or part.next_offset is None:
+            continue
+        for key in part.changed:
+            part.windows.put(key, part.touched[key].to_bytes())
+        if part.stream_time is not None:
+            clock.advance(part.times, partition, part.stream_time)
+        gate.done(part.times, partition, part.next_offset - 1)
+    await fence.check(generation)  # a worker dropped from the group writes nothing
+    await asyncio.gather(*(part.windows.commit() for part in taken.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+
+
+def _next_offset(partition: int) -> int | None:
+    """The next input offset of ``partition`` (see :class:`InputGate`), as stored."""
+    return gate.expected(TableWrites(app, stream_times, partition), partition)
+
+
+def _open(taken: dict[int, _Partition], partition: int) -> _Partition:
+    """Start on ``partition`` for this run."""
     times = TableWrites(app, stream_times, partition)
     taken[partition] = _Partition(
         TableWrites(app, campaign_windows, partition),
@@ -92,14 +113,14 @@ def _open(taken: dict[int, _Partition], partition: int) -> int | None:
         clock.get(times, partition),
         gate.expected(times, partition),
     )
-    return taken[partition].next_offset
+    return taken[partition]
 
 
 def _fold(part: _Partition, partition: int, source_id: int, items: list[CampaignItem]) -> None:
     """Fold one record's items into their windows (each read once per take)."""
     for item in items:
         part.stream_time = stream_time = advance_stream_time(part.stream_time, item.ts)
-        for expired in sweeper.tick(partition, stream_time):
+        for expired in sweeper.tick(partition, stream_time, part.windows):
             part.touched.pop(expired, None)
             part.changed.discard(expired)
             part.windows.put(expired, None)

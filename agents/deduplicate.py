@@ -11,11 +11,11 @@ skip what a replay sends again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from dmp_faust.app import app, metrics, settings
+from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.clock import wall_ms
@@ -27,11 +27,13 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
-from dmp_faust.state import InputGate, StreamClock, Sweeper
+from dmp_faust.fence import Fenced
+from dmp_faust.state import InputGate, StreamClock, Sweeper, runs
 from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
 TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
@@ -63,40 +65,58 @@ class _Partition:
 
 @app.agent(valid_events)
 async def deduplicate_events(stream: Any) -> None:
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        for run in runs(await gate.complete(events, _next_offset, app.consumer)):
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("deduplicate: take abandoned, the rest unwritten: %s", exc)
+                break
+
+
+async def _take(run: list[Any]) -> None:
+    """Handle one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
     clean = Records(app, clean_events)
     campaigns, commands = Records(app, campaign_events), Records(app, profile_commands)
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        taken: dict[int, _Partition] = {}
-        for event in await gate.complete(
-            events, partial(_open, taken, campaigns, commands), app.consumer
-        ):
-            partition, offset = event.message.partition, event.message.offset
-            part = taken[partition]
-            part.next_offset, part.processed = offset + 1, True
-            _deduplicate(part, partition, offset, decode_valid(event.value), clean)
-        for partition, part in taken.items():
-            if not part.processed or part.next_offset is None:
-                continue
-            source = (source_id(VALID_STREAM, partition), part.next_offset - 1)
-            part.by_campaign.close(source)
-            part.profiles_in.close(source)
-            if part.stream_time is not None:
-                clock.advance(part.times, partition, part.stream_time)
-            gate.done(part.times, partition, part.next_offset - 1)
-        # Output first, then the table: a crash in between replays these records, whose
-        # events are then new again and sent again with the same positions, which the
-        # folds downstream skip. The other way round, their output would be lost.
-        await asyncio.gather(clean.send(), campaigns.send(), commands.send())
-        await asyncio.gather(*(part.writes.commit() for part in taken.values()))
-        await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
-        for part in taken.values():
-            metrics.accepted.inc(part.accepted)
+    taken: dict[int, _Partition] = {}
+    for event in run:
+        partition, offset = event.message.partition, event.message.offset
+        part = taken.get(partition) or _open(taken, campaigns, commands, partition)
+        part.next_offset, part.processed = offset + 1, True
+        _deduplicate(part, partition, offset, decode_valid(event.value), clean)
+        await asyncio.sleep(0)  # one record at a time: let heartbeats and requests in
+    for partition, part in taken.items():
+        if not part.processed or part.next_offset is None:
+            continue
+        source = (source_id(VALID_STREAM, partition), part.next_offset - 1)
+        part.by_campaign.close(source)
+        part.profiles_in.close(source)
+        if part.stream_time is not None:
+            clock.advance(part.times, partition, part.stream_time)
+        gate.done(part.times, partition, part.next_offset - 1)
+    # Output first, then the table: a crash in between replays these records, whose
+    # events are then new again and sent again with the same positions, which the
+    # folds downstream skip. The other way round, their output would be lost.
+    await fence.check(generation)  # a worker dropped from the group writes nothing
+    await asyncio.gather(clean.send(), campaigns.send(), commands.send())
+    await fence.check(generation)
+    await asyncio.gather(*(part.writes.commit() for part in taken.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+    for part in taken.values():
+        metrics.accepted.inc(part.accepted)
+
+
+def _next_offset(partition: int) -> int | None:
+    """The next input offset of ``partition`` (see :class:`InputGate`), as stored."""
+    return gate.expected(TableWrites(app, stream_times, partition), partition)
 
 
 def _open(
     taken: dict[int, _Partition], campaigns: Records, commands: Records, partition: int
-) -> int | None:
-    """Start on ``partition`` for this take; return its next input offset."""
+) -> _Partition:
+    """Start on ``partition`` for this run."""
     times = TableWrites(app, stream_times, partition)
     taken[partition] = _Partition(
         TableWrites(app, seen_events, partition),
@@ -106,7 +126,7 @@ def _open(
         Outbox(campaigns),
         Outbox(commands),
     )
-    return taken[partition].next_offset
+    return taken[partition]
 
 
 def _deduplicate(
@@ -115,7 +135,7 @@ def _deduplicate(
     part.writes.prefetch([valid.event_id.encode() for valid in batch])
     for index, valid in enumerate(batch):
         part.stream_time = stream_time = advance_stream_time(part.stream_time, valid.ts)
-        for key in sweeper.tick(partition, stream_time):
+        for key in sweeper.tick(partition, stream_time, part.writes):
             part.writes.put(key, None)
         here = position(offset, index)
         if not _accept(part.writes, valid, here, stream_time):

@@ -12,6 +12,7 @@ its position; segment changes go to ``segments.changes``, one record each.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 from prometheus_client import REGISTRY
 
-from dmp_faust.app import app, segment_rules, settings
+from dmp_faust.app import app, fence, segment_rules, settings
 from dmp_faust.batching import TAKE_WITHIN_S, Outbox, partition_for
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.domain import profiles as pf
@@ -46,9 +47,10 @@ from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.fence import Fenced
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
-from dmp_faust.state import InputGate, StreamClock, header
+from dmp_faust.state import InputGate, StreamClock, header, runs
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
 from dmp_faust.web import active_partitions
 from tables.erasure_status import erasure_status
@@ -58,6 +60,7 @@ from tables.profiles import profiles
 from tables.segment_sizes import segment_sizes
 from tables.stream_times import stream_times
 
+log = logging.getLogger(__name__)
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
 VIEWS_STREAM = 2  # source-id stream of commands views send (no source header)
@@ -127,7 +130,7 @@ class Batch:
                 self.profiles_deltas.get(offset, 0) + outcome.profiles_delta
             )
 
-    async def store(self) -> None:
+    async def store(self, generation: int) -> None:
         for key in self.erased_dirty:
             marks, before_ms = self.erased[key]
             self.erasures.put(_erasure_key(key), encode_erased(marks or Watermarks(), before_ms))
@@ -149,7 +152,9 @@ class Batch:
         # these offsets counted and skips them. The other way round (or at once), it would
         # find profiles created already, count 0 for them, and the count would fall short.
         await self.counts.commit()
+        await fence.check(generation)
         await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.statuses.commit())
+        await fence.check(generation)
         await self.times.commit()  # the gate last: what it lets by is in the tables
 
 
@@ -159,34 +164,50 @@ def _erasure_key(key: str) -> bytes:
 
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
+    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
+        for run in runs(await gate.complete(events, partial(_next_offset, gate), app.consumer)):
+            try:
+                await _take(run)
+            except Fenced as exc:
+                log.warning("profiles: take abandoned, the rest unwritten: %s", exc)
+                break
+
+
+async def _take(run: list[Any]) -> None:
+    """Handle one run of records (see :func:`dmp_faust.state.runs`) and write it."""
+    generation = fence.generation()
     forwards, deltas = Records(app, profile_commands), Records(app, segment_deltas)
     changes = Records(app, segment_changes)
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        taken: dict[int, Batch] = {}
-        for event in await gate.complete(
-            events, partial(_open, taken, forwards, deltas), app.consumer
-        ):
-            batch = taken[event.message.partition]
-            batch.next_offset, batch.processed = event.message.offset + 1, True
-            _handle_record(batch, event, changes)
-        for partition, batch in taken.items():
-            if not batch.processed or batch.next_offset is None:
-                continue
-            source = (source_id(PROFILES_STREAM, partition), batch.next_offset - 1)
-            batch.forward.close(source)
-            batch.deltas.close(source)
-        # Output first, then the tables: a crash in between replays these records against
-        # the records as they were, which sends the same commands and deltas again with
-        # the same positions, and the folds downstream skip them. The other way round,
-        # the records would already reflect the commands and their output would be lost.
-        await asyncio.gather(forwards.send(), deltas.send(), changes.send())
-        await asyncio.gather(*(batch.store() for batch in taken.values()))
+    taken: dict[int, Batch] = {}
+    for event in run:
+        partition = event.message.partition
+        batch = taken.get(partition) or _open(taken, forwards, deltas, partition)
+        batch.next_offset, batch.processed = event.message.offset + 1, True
+        _handle_record(batch, event, changes)
+        await asyncio.sleep(0)  # one record at a time: let heartbeats and requests in
+    for partition, batch in taken.items():
+        if not batch.processed or batch.next_offset is None:
+            continue
+        source = (source_id(PROFILES_STREAM, partition), batch.next_offset - 1)
+        batch.forward.close(source)
+        batch.deltas.close(source)
+    # Output first, then the tables: a crash in between replays these records against
+    # the records as they were, which sends the same commands and deltas again with
+    # the same positions, and the folds downstream skip them. The other way round,
+    # the records would already reflect the commands and their output would be lost.
+    await fence.check(generation)  # a worker dropped from the group writes nothing
+    await asyncio.gather(forwards.send(), deltas.send(), changes.send())
+    await fence.check(generation)
+    await asyncio.gather(*(batch.store(generation) for batch in taken.values()))
 
 
-def _open(
-    taken: dict[int, Batch], forwards: Records, deltas: Records, partition: int
-) -> int | None:
-    """Start on ``partition`` for this take; return its next input offset."""
+def _next_offset(input_gate: InputGate, partition: int) -> int | None:
+    """The next input offset of ``partition`` at ``input_gate``, as stored."""
+    return input_gate.expected(TableWrites(app, stream_times, partition), partition)
+
+
+def _open(taken: dict[int, Batch], forwards: Records, deltas: Records, partition: int) -> Batch:
+    """Start on ``partition`` for this run."""
     times = TableWrites(app, stream_times, partition)
     taken[partition] = Batch(
         partition,
@@ -200,7 +221,7 @@ def _open(
         Outbox(forwards),
         Outbox(deltas),
     )
-    return taken[partition].next_offset
+    return taken[partition]
 
 
 def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
@@ -252,41 +273,45 @@ def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, change
 @app.agent(segment_deltas)
 async def count_segment_sizes(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        stores: dict[int, tuple[TableWrites, TableWrites]] = {}  # sizes, times
-        next_offsets: dict[int, int | None] = {}
-        sizes: dict[tuple[int, str], GuardedCounter] = {}
-
-        for event in await sizes_gate.complete(
-            events, partial(_open_sizes, stores, next_offsets), app.consumer
-        ):
-            partition = event.message.partition
-            next_offsets[partition] = event.message.offset + 1
-            store = stores[partition][0]
-            from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
-            for item in decode_deltas(event.value):
-                key = (partition, item.segment)
-                if key not in sizes:
-                    sizes[key] = GuardedCounter.from_bytes(store.get(item.segment.encode()))
-                sizes[key].apply_once((from_id, item.position), item.delta)
-        for (partition, segment), size in sizes.items():
-            stores[partition][0].put(segment.encode(), size.to_bytes())
-        for partition, next_offset in next_offsets.items():
-            if next_offset is not None:
-                sizes_gate.done(stores[partition][1], partition, next_offset - 1)
-        await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
-        await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
+        ordered = await sizes_gate.complete(events, partial(_next_offset, sizes_gate), app.consumer)
+        for run in runs(ordered):
+            try:
+                await _count_sizes(run)
+            except Fenced as exc:
+                log.warning("segment_sizes: take abandoned, the rest unwritten: %s", exc)
+                break
 
 
-def _open_sizes(
-    stores: dict[int, tuple[TableWrites, TableWrites]],
-    next_offsets: dict[int, int | None],
-    partition: int,
-) -> int | None:
-    """Start on ``partition`` of ``segments.deltas`` for this take; its next input offset."""
-    times = TableWrites(app, stream_times, partition)
-    stores[partition] = (TableWrites(app, segment_sizes, partition), times)
-    next_offsets[partition] = sizes_gate.expected(times, partition)
-    return next_offsets[partition]
+async def _count_sizes(run: list[Any]) -> None:
+    """Fold one run of ``segments.deltas`` records into the sizes and write them."""
+    generation = fence.generation()
+    stores: dict[int, tuple[TableWrites, TableWrites]] = {}  # sizes, times
+    next_offsets: dict[int, int] = {}
+    sizes: dict[tuple[int, str], GuardedCounter] = {}
+    for event in run:
+        partition = event.message.partition
+        if partition not in stores:
+            stores[partition] = (
+                TableWrites(app, segment_sizes, partition),
+                TableWrites(app, stream_times, partition),
+            )
+        next_offsets[partition] = event.message.offset + 1
+        store = stores[partition][0]
+        from_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
+        for item in decode_deltas(event.value):
+            key = (partition, item.segment)
+            if key not in sizes:
+                sizes[key] = GuardedCounter.from_bytes(store.get(item.segment.encode()))
+            sizes[key].apply_once((from_id, item.position), item.delta)
+        await asyncio.sleep(0)  # one record at a time: let heartbeats and requests in
+    for (partition, segment), size in sizes.items():
+        stores[partition][0].put(segment.encode(), size.to_bytes())
+    for partition, next_offset in next_offsets.items():
+        sizes_gate.done(stores[partition][1], partition, next_offset - 1)
+    await fence.check(generation)  # a worker dropped from the group writes nothing
+    await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
+    await fence.check(generation)
+    await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
 
 
 def _profiles_here() -> int:

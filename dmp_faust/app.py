@@ -15,6 +15,7 @@ from faust.web.base import BlueprintManager
 from prometheus_client import REGISTRY
 
 from dmp_faust.domain.segments import load_rules
+from dmp_faust.fence import Fence, faust_coordinator
 from dmp_faust.metrics import Metrics
 from dmp_faust.responses import json_errors
 from dmp_faust.settings import Settings
@@ -94,4 +95,7 @@ app = App(
 app.web.blueprints = BlueprintManager()
 
 metrics = Metrics.create(REGISTRY)
+# Checked by every stage before it writes: a worker dropped from the group (paused past
+# the session timeout) writes nothing when it wakes; see dmp_faust/fence.py.
+fence = Fence(faust_coordinator(app), settings.session_timeout_s)
 setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")

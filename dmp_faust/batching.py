@@ -41,7 +41,8 @@ class Outbox:
     """Items for one internal topic, gathered per destination partition.
 
     ``close`` turns them into records (one per destination partition, split
-    above :data:`RECORD_MAX_BYTES`) on the shared :class:`~dmp_faust.bulk.Records`,
+    above :data:`RECORD_MAX_BYTES` or :data:`~dmp_faust.domain.batches.MAX_ITEMS`
+    items, the most a position can index) on the shared :class:`~dmp_faust.bulk.Records`,
     stamped with their source; the caller sends the records once per batch.
     """
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmp_faust.domain.routing import derive_secret
+from dmp_faust.domain.watermarks import MAX_PARTITIONS
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -85,7 +86,9 @@ class Settings:
         def text(name: str, default: str) -> str:
             return env.get(name, "").strip() or default
 
-        def number(name: str, default: int, minimum: int = 1, maximum: int = 2**62) -> int:
+        def number(
+            name: str, default: int, minimum: int = 1, maximum: int = 2**62, why: str = ""
+        ) -> int:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
@@ -94,7 +97,10 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"{name}={raw!r} is not an integer") from None
             if not minimum <= value <= maximum:
-                raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
+                raise SettingsError(
+                    f"{name}={value} must be between {minimum} and {maximum}"
+                    + (f": {why}" if why else "")
+                )
             return value
 
         guarantee = text("DMP_PROCESSING_GUARANTEE", cls.processing_guarantee)
@@ -113,7 +119,14 @@ class Settings:
             **_kafka_security(env),
             kafka_bootstrap=text("DMP_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             topic_prefix=text("DMP_TOPIC_PREFIX", cls.topic_prefix),
-            partitions=number("DMP_PARTITIONS", cls.partitions),
+            partitions=number(
+                "DMP_PARTITIONS",
+                cls.partitions,
+                1,
+                MAX_PARTITIONS,
+                "the watermarks in table values name a source partition as one of "
+                f"{MAX_PARTITIONS} per input stream; more would mix two sources up",
+            ),
             web_host=text("DMP_WEB_HOST", cls.web_host),
             web_port=number("DMP_WEB_PORT", cls.web_port, 1, 65535),
             data_dir=Path(text("DMP_DATA_DIR", str(cls.data_dir))),
@@ -124,7 +137,13 @@ class Settings:
             log_level=log_level,
             session_timeout_s=number("DMP_SESSION_TIMEOUT_S", cls.session_timeout_s, 6),
             max_body_bytes=number("DMP_COLLECT_MAX_BYTES", cls.max_body_bytes, 64 * 1024),
-            dedup_horizon_ms=number("DMP_DEDUP_HORIZON_MS", cls.dedup_horizon_ms),
+            dedup_horizon_ms=number(
+                "DMP_DEDUP_HORIZON_MS",
+                cls.dedup_horizon_ms,
+                MINUTE_MS,
+                why="below a minute of stream time, a copy re-sent by a client or producer "
+                "retry seconds later would count as a new event",
+            ),
             retention_ms=number("DMP_RETENTION_MS", cls.retention_ms, MINUTE_MS),
         )
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from dmp_faust.domain.batches import batch_length
 from dmp_faust.domain.windows import advance_stream_time
 
 log = logging.getLogger(__name__)
 
+# Most items a stage handles between two write phases (see runs). A take of 64 batch
+# records can hold 10^5 commands or more; handled at once, they would hold every write
+# back for seconds, in memory, on a worker that may have lost its partitions meanwhile.
+TAKE_ITEMS = 16_384
 # How long the input gate waits in one fetch, and between "still waiting" warnings.
 READ_WAIT_MS = 1000
 READ_PATIENCE_S = 30.0
@@ -39,6 +44,28 @@ def header(headers: Any, name: str) -> bytes:
         if key == name:
             return bytes(value)
     return b""
+
+
+def runs(events: list[Any], max_items: int = TAKE_ITEMS) -> Iterator[list[Any]]:
+    """``events`` (batch records, in the order they are to be handled) as consecutive
+    runs of at most ``max_items`` items; a record holding more goes alone.
+
+    A stage handles each run as a take of its own: reads, folds, sends, writes
+    its tables and its gate. Within a run it yields to the event loop after each
+    record (at most :data:`~dmp_faust.domain.batches.MAX_ITEMS` items and 512 KiB),
+    so heartbeats, the web server and the intake keep their turn.
+    """
+    run: list[Any] = []
+    items = 0
+    for event in events:
+        length = batch_length(event.value)
+        if run and items + length > max_items:
+            yield run
+            run, items = [], 0
+        run.append(event)
+        items += length
+    if run:
+        yield run
 
 
 class Store(Protocol):
@@ -102,16 +129,25 @@ class Sweeper:
         self._countdown: defaultdict[int, int] = defaultdict(int)
         self._cursor: dict[int, bytes | None] = {}
 
-    def tick(self, partition: int, stream_time: int) -> list[bytes]:
+    def tick(self, partition: int, stream_time: int, store: Store) -> list[bytes]:
         """Count one event of ``partition``; when a slice is due, return its expired keys.
 
-        The caller deletes them, with the writes of the batch it is handling.
+        The slice is read from RocksDB, which does not hold what the take wrote
+        so far, so each key found expired there is judged again by its value in
+        ``store``, the take's own view of the partition: a key the take wrote
+        anew (an event id seen again after the horizon) is not expired, and
+        one it deleted already is not returned. The caller deletes the keys,
+        with the writes of the batch it is handling.
         """
         self._countdown[partition] += 1
         if self._countdown[partition] < self.every:
             return []
         self._countdown[partition] = 0
-        return self._scan(partition, stream_time)
+        return [
+            key
+            for key in self._scan(partition, stream_time)
+            if (value := store.get(key)) is not None and self.is_expired(key, value, stream_time)
+        ]
 
     def _scan(self, partition: int, stream_time: int) -> list[bytes]:
         db = self.table.data._db_for_partition(partition)  # Faust's RocksDB store
@@ -176,6 +212,11 @@ class InputGate:
         for partition, taken in by_partition.items():
             taken.sort(key=lambda event: event.message.offset)
             following = expected(partition)
+            if following is None:
+                # Nothing processed here yet: all of the partition is due, from the start
+                # of its log, wherever Faust starts (after a rebalance it can drop the
+                # first records it had queued; with no next offset, that hole would pass).
+                following = await self._log_start(partition)
             tp = TopicPartition(self.topic.get_topic_name(), partition)
             if following is not None and taken[0].message.offset != following:
                 # Faust skipped or repeated records: whatever it never delivered below
@@ -198,6 +239,19 @@ class InputGate:
                 ordered.append(event)
                 following = offset + 1
         return ordered
+
+    async def _log_start(self, partition: int) -> int:
+        """The first offset Kafka still has of ``partition`` (0 until retention deletes)."""
+        reader = await self._started_reader()
+        tp = TopicPartition(self.topic.get_topic_name(), partition)
+        while True:
+            try:
+                return int((await reader.beginning_offsets([tp]))[tp])
+            except KafkaError as exc:  # the broker is away: without it, wait for it
+                log.warning(
+                    "%s: cannot read the start of partition %d (%s)", self.stage, partition, exc
+                )
+                await asyncio.sleep(READ_WAIT_MS / 1000)
 
     async def _read(self, partition: int, start: int, stop: int) -> list[Any]:
         """Records ``start`` to ``stop - 1`` of the partition, as Faust-like events.

@@ -40,7 +40,13 @@ RECORD_MAX_BYTES: Final = 512 * 1024
 
 
 def position(offset: int, index: int) -> int:
-    """The position of item ``index`` of the record at ``offset``."""
+    """The position of item ``index`` of the record at ``offset``.
+
+    An index past :data:`MAX_ITEMS` would spill into the offset bits and name an
+    item of the next record, which the watermarks would then skip: refused.
+    """
+    if not 0 <= index < MAX_ITEMS:
+        raise ValueError(f"item index {index} outside 0..{MAX_ITEMS - 1}: the record is too long")
     return (offset << INDEX_BITS) | index
 
 
@@ -106,6 +112,19 @@ def encode_within(
     half = len(items) // 2
     yield from encode_within(items[:half], max_bytes, max_items)
     yield from encode_within(items[half:], max_bytes, max_items)
+
+
+def batch_length(raw: bytes) -> int:
+    """How many items the batch record ``raw`` holds, read from its msgpack array
+    header alone (a take counts its items before decoding them)."""
+    first = raw[0] if raw else 0
+    if 0x90 <= first <= 0x9F:  # fixarray
+        return first & 0x0F
+    if first == 0xDC:  # array 16
+        return int.from_bytes(raw[1:3], "big")
+    if first == 0xDD:  # array 32
+        return int.from_bytes(raw[1:5], "big")
+    raise ValueError(f"not a batch record (first byte {first:#04x})")
 
 
 def decode_valid(raw: bytes) -> list[Event]:

@@ -18,11 +18,15 @@ from dmp_faust.domain.batches import (
     RECORD_MAX_BYTES,
     CampaignItem,
     CommandItem,
+    DeltaItem,
     ItemTooLarge,
+    batch_length,
     decode_campaign,
     decode_commands,
     decode_valid,
+    encode_batch,
     encode_within,
+    position,
 )
 from dmp_faust.domain.events import Event
 from dmp_faust.domain.identity import FoldEvent, MergeFragment
@@ -96,3 +100,22 @@ def test_any_split_keeps_the_items_in_order_within_both_limits(
         len(r) <= max_bytes and 1 <= len(p) <= max_items
         for r, p in zip(records, decoded, strict=True)
     )
+
+
+def test_positions_of_one_record_never_reach_into_the_next() -> None:
+    assert position(7, MAX_ITEMS - 1) < position(8, 0)
+    for index in (MAX_ITEMS, MAX_ITEMS + 1, -1):
+        with pytest.raises(ValueError, match="item index"):
+            position(7, index)
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65_535, 65_536, 70_000])
+def test_batch_length_reads_the_item_count_from_the_header(count: int) -> None:
+    items = [DeltaItem("s", 1, 1)] * count
+    assert batch_length(encode_batch(items)) == count
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01", b'{"a": 1}'])
+def test_batch_length_refuses_what_is_not_a_batch(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="not a batch record"):
+        batch_length(raw)

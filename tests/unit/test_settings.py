@@ -136,6 +136,35 @@ def test_bad_values_raise_settings_error_naming_the_variable(variable: str, valu
     assert isinstance(raised.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        pytest.param("DMP_PARTITIONS", "1025", "1024", id="partitions-past-the-watermarks"),
+        pytest.param("DMP_PARTITIONS", "70000", "source partition", id="partitions-past-16-bits"),
+        pytest.param("DMP_DEDUP_HORIZON_MS", "1", "re-sent", id="horizon-1ms"),
+        pytest.param("DMP_DEDUP_HORIZON_MS", "59999", "60000", id="horizon-below-a-minute"),
+    ],
+)
+def test_limits_the_encodings_rely_on_are_refused_at_start_saying_why(
+    variable: str, value: str, reason: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({variable: value})
+    assert f"{variable}={value}" in str(raised.value)
+    assert reason in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        pytest.param("DMP_PARTITIONS", "1024", "partitions", id="partitions-at-the-limit"),
+        pytest.param("DMP_DEDUP_HORIZON_MS", "60000", "dedup_horizon_ms", id="horizon-a-minute"),
+    ],
+)
+def test_the_limits_themselves_are_accepted(variable: str, value: str, field: str) -> None:
+    assert getattr(Settings.from_env({variable: value}), field) == int(value)
+
+
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DMP_TOPIC_PREFIX", "from-environ")
     monkeypatch.setenv("DMP_PARTITIONS", "2")

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper
+from dmp_faust.domain.batches import DeltaItem, encode_batch
+from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper, runs
 
 
 class FakeDB:
@@ -31,10 +32,38 @@ class FakeTable(dict[Any, Any]):
 
     def sweep(self, sweeper: Sweeper, partition: int, stream_time: int) -> int:
         """One tick, deleting what it returns as the agents do; how many keys went."""
-        expired = sweeper.tick(partition, stream_time)
+        expired = sweeper.tick(partition, stream_time, Pending(self.db.data))
         for key in expired:
             del self.db.data[key]
         return len(expired)
+
+
+class Pending:
+    """A take's view of a partition: its own writes over what RocksDB holds."""
+
+    def __init__(self, stored: dict[bytes, bytes], writes: dict[bytes, bytes | None] | None = None):
+        self.stored = stored
+        self.writes = writes or {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.writes[key] if key in self.writes else self.stored.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.writes[key] = value
+
+
+def expired_if_old(key: bytes, value: bytes, stream_time: int) -> bool:
+    """Expired when the value (a first-seen time, as de-duplication keeps) is old."""
+    return int(value) < stream_time - 10
+
+
+def test_sweeper_judges_a_key_by_the_takes_own_write_not_by_rocksdb() -> None:
+    """An id seen again after the horizon is written anew by the take; RocksDB still
+    holds its old sighting. Deleting it would let a third copy count as new."""
+    db = FakeDB({b"again": b"0", b"old": b"0", b"deleted": b"0", b"fresh": b"95"})
+    sweeper = Sweeper(FakeTable(db), expired_if_old, every=1, scan=10)
+    take = Pending(db.data, {b"again": b"100", b"deleted": None})
+    assert sweeper.tick(0, 100, take) == [b"old"]
 
 
 def expired_if_small(key: bytes, value: bytes, stream_time: int) -> bool:
@@ -137,6 +166,9 @@ class ReadingGate(InputGate):
         self.reads.append((partition, start, stop))
         return [Event(partition, o) for o in self.log[partition] if start <= o < stop]
 
+    async def _log_start(self, partition: int) -> int:
+        return min(self.log[partition], default=0)
+
 
 def offsets(events: list[Any]) -> list[tuple[int, int]]:
     return [(e.message.partition, e.message.offset) for e in events]
@@ -148,15 +180,43 @@ def test_input_gate_drops_what_was_processed_and_reads_holes_in_order() -> None:
     gate.done(store, 3, 10)
     assert gate.expected(store, 3) == 11
     assert gate.expected(store, 5) is None
-    taken = [Event(3, 9), Event(3, 15), Event(3, 11), Event(5, 40), Event(5, 41)]
+    taken = [Event(3, 9), Event(3, 15), Event(3, 11), Event(5, 1), Event(5, 2)]
     expected = {3: gate.expected(store, 3), 5: gate.expected(store, 5)}
     consumer = FakeConsumer()
     ordered = asyncio.run(gate.complete(taken, expected.__getitem__, consumer))
-    # 9 was processed; 11 comes in order; 12..14 (the hole) are read; none processed yet on 5
-    assert offsets(ordered) == [(3, 11), (3, 12), (3, 13), (3, 14), (3, 15), (5, 40), (5, 41)]
-    assert gate.reads == [(3, 12, 15)]
+    # 9 was processed; 11 comes in order; 12..14 (the hole) are read; on 5 nothing was
+    # processed yet, so what Faust did not hand over from the start of the log is read
+    assert offsets(ordered) == [
+        (3, 11), (3, 12), (3, 13), (3, 14), (3, 15), (5, 0), (5, 1), (5, 2)
+    ]  # fmt: skip
+    assert gate.reads == [(3, 12, 15), (5, 0, 1)]
     # Faust is told what it never delivered: all below the next offset, then the hole
-    assert consumer.gaps == [("t.in", 3, 0, 10), ("t.in", 3, 12, 14)]
+    assert consumer.gaps == [
+        ("t.in", 3, 0, 10),
+        ("t.in", 3, 12, 14),
+        ("t.in", 5, 0, -1),
+        ("t.in", 5, 0, 0),
+    ]
+
+
+def test_input_gate_reads_from_the_log_start_on_a_partition_it_never_processed() -> None:
+    """After a rebalance Faust can drop the first records of a partition nobody processed
+    yet and hand over later ones: without a next offset, nothing showed the hole."""
+    gate = ReadingGate({1: list(range(5, 20))})  # retention deleted 0..4
+    ordered = asyncio.run(
+        gate.complete([Event(1, 8), Event(1, 9)], {1: None}.__getitem__, FakeConsumer())
+    )
+    assert offsets(ordered) == [(1, o) for o in range(5, 10)]
+    assert gate.reads == [(1, 5, 8)]
+
+
+def test_input_gate_takes_the_first_record_of_a_new_partition_as_is() -> None:
+    gate = ReadingGate({2: [0, 1]})
+    ordered = asyncio.run(
+        gate.complete([Event(2, 0), Event(2, 1)], {2: None}.__getitem__, FakeConsumer())
+    )
+    assert offsets(ordered) == [(2, 0), (2, 1)]
+    assert gate.reads == []
 
 
 def test_input_gate_goes_on_when_a_hole_cannot_be_read() -> None:
@@ -164,3 +224,31 @@ def test_input_gate_goes_on_when_a_hole_cannot_be_read() -> None:
     ordered = asyncio.run(gate.complete([Event(0, 100)], {0: 50}.__getitem__, FakeConsumer()))
     assert offsets(ordered) == [(0, 100)]
     assert gate.reads == [(0, 50, 100)]
+
+
+class Record:
+    """A batch record as a stage takes it (only ``value`` is read)."""
+
+    def __init__(self, items: int) -> None:
+        self.value = encode_batch([DeltaItem("s", i, 1) for i in range(items)])
+        self.items = items
+
+
+@pytest.mark.parametrize(
+    ("sizes", "cap", "expected"),
+    [
+        pytest.param([1000] * 64, 16_384, [16, 16, 16, 16], id="a-full-take-of-64"),
+        pytest.param([5, 5, 5], 10, [2, 1], id="exactly-at-the-cap"),
+        pytest.param([30, 2, 2], 10, [1, 2], id="a-record-over-the-cap-goes-alone"),
+        pytest.param([2, 30, 2], 10, [1, 1, 1], id="over-the-cap-in-the-middle"),
+        pytest.param([], 10, [], id="empty"),
+    ],
+)
+def test_runs_cap_the_items_between_writes_and_keep_the_order(
+    sizes: list[int], cap: int, expected: list[int]
+) -> None:
+    records = [Record(n) for n in sizes]
+    found = list(runs(records, cap))
+    assert [len(run) for run in found] == expected
+    assert [record for run in found for record in run] == records
+    assert all(sum(r.items for r in run) <= cap or len(run) == 1 for run in found)
