@@ -11,7 +11,6 @@ once and written once (:mod:`dmp_faust.bulk`).
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +27,11 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
-from dmp_faust.fence import Fenced
-from dmp_faust.state import InputGate, StreamClock, Sweeper, header, runs
+from dmp_faust.state import InputGate, StreamClock, Sweeper, header, take_runs
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
-log = logging.getLogger(__name__)
 WINDOW_MS = settings.window_ms
 RETENTION_MS = settings.retention_ms
 TAKE_RECORDS = 64  # events.by_campaign records (each a batch of items) taken at once
@@ -66,12 +63,8 @@ class _Partition:
 @app.agent(campaign_events)
 async def count_campaign_stats(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        for run in runs(await gate.complete(events, _next_offset, app.consumer)):
-            try:
-                await _take(run)
-            except Fenced as exc:
-                log.warning("campaign_stats: take abandoned, the rest unwritten: %s", exc)
-                break
+        ordered = await gate.complete(events, _next_offset, app.consumer)
+        await take_runs("campaign_stats", ordered, _take)
 
 
 async def _take(run: list[Any]) -> None:

@@ -11,7 +11,6 @@ skip what a replay sends again.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +26,11 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
-from dmp_faust.fence import Fenced
-from dmp_faust.state import InputGate, StreamClock, Sweeper, runs
+from dmp_faust.state import InputGate, StreamClock, Sweeper, take_runs
 from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
 from tables.stream_times import stream_times
 
-log = logging.getLogger(__name__)
 HORIZON_MS = settings.dedup_horizon_ms
 VALID_STREAM = 0  # source-id stream of what this stage sends
 TAKE_RECORDS = 64  # events.valid records (each a batch of events) taken at once
@@ -66,12 +63,8 @@ class _Partition:
 @app.agent(valid_events)
 async def deduplicate_events(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        for run in runs(await gate.complete(events, _next_offset, app.consumer)):
-            try:
-                await _take(run)
-            except Fenced as exc:
-                log.warning("deduplicate: take abandoned, the rest unwritten: %s", exc)
-                break
+        ordered = await gate.complete(events, _next_offset, app.consumer)
+        await take_runs("deduplicate", ordered, _take)
 
 
 async def _take(run: list[Any]) -> None:

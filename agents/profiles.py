@@ -12,7 +12,6 @@ its position; segment changes go to ``segments.changes``, one record each.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -47,10 +46,9 @@ from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
-from dmp_faust.fence import Fenced
 from dmp_faust.metrics import TableGauges
 from dmp_faust.settings import DAY_MS
-from dmp_faust.state import InputGate, StreamClock, header, runs
+from dmp_faust.state import InputGate, StreamClock, header, take_runs
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
 from dmp_faust.web import active_partitions
 from tables.erasure_status import erasure_status
@@ -60,7 +58,6 @@ from tables.profiles import profiles
 from tables.segment_sizes import segment_sizes
 from tables.stream_times import stream_times
 
-log = logging.getLogger(__name__)
 FREQUENCY_HORIZON_MS = DAY_MS
 PROFILES_STREAM = 1  # source-id stream of commands this agent sends (0: events.valid)
 VIEWS_STREAM = 2  # source-id stream of commands views send (no source header)
@@ -165,12 +162,8 @@ def _erasure_key(key: str) -> bytes:
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        for run in runs(await gate.complete(events, partial(_next_offset, gate), app.consumer)):
-            try:
-                await _take(run)
-            except Fenced as exc:
-                log.warning("profiles: take abandoned, the rest unwritten: %s", exc)
-                break
+        ordered = await gate.complete(events, partial(_next_offset, gate), app.consumer)
+        await take_runs("profiles", ordered, _take)
 
 
 async def _take(run: list[Any]) -> None:
@@ -274,12 +267,7 @@ def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, change
 async def count_segment_sizes(stream: Any) -> None:
     async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
         ordered = await sizes_gate.complete(events, partial(_next_offset, sizes_gate), app.consumer)
-        for run in runs(ordered):
-            try:
-                await _count_sizes(run)
-            except Fenced as exc:
-                log.warning("segment_sizes: take abandoned, the rest unwritten: %s", exc)
-                break
+        await take_runs("segment_sizes", ordered, _count_sizes)
 
 
 async def _count_sizes(run: list[Any]) -> None:

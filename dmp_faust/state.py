@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from dmp_faust.domain.batches import batch_length
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.fence import Fenced
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,20 @@ def runs(events: list[Any], max_items: int = TAKE_ITEMS) -> Iterator[list[Any]]:
         items += length
     if run:
         yield run
+
+
+async def take_runs(
+    stage: str, ordered: list[Any], take: Callable[[list[Any]], Awaitable[None]]
+) -> None:
+    """Hand ``take`` each run of ``ordered`` (see :func:`runs`), each written before the
+    next. A take the fence stops (:class:`dmp_faust.fence.Fenced`: this worker may have
+    lost its partitions) ends the rest unwritten: their owner reads them again."""
+    for run in runs(ordered):
+        try:
+            await take(run)
+        except Fenced as exc:
+            log.warning("%s: take abandoned, the rest unwritten: %s", stage, exc)
+            return
 
 
 class Store(Protocol):
