@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from faust.types import TP
@@ -66,6 +67,14 @@ app.on_partitions_assigned.connect(_on_assigned)
 app.on_rebalance_complete.connect(_on_recovered)
 
 
+MEASURE_WAIT_S = 5.0  # longest wait for the end offsets of newly assigned partitions
+# Longest a taken-over partition's lookups wait for its stage to reach the end offset
+# measured at the assignment. The stage can stop short of it with nothing left to read:
+# records Faust dropped at the end of a partition after a rebalance are read again (by
+# the stage's input gate) only when a later record arrives. Past this, lookups are
+# answered from the table as it is, with a warning in the log.
+TAKEOVER_HOLD_S = 20.0
+
 # The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
 _WRITERS = {
     "profiles": InputGate("profiles", profile_commands, settings),
@@ -90,6 +99,7 @@ class _Takeovers:
     def __init__(self) -> None:
         self.held: set[TP] = set()
         self.targets: dict[TP, int | None] = {}  # None: the end offset is being read
+        self.measured_at: dict[TP, float] = {}  # when each target was read
         self._measuring: set[asyncio.Future[None]] = set()
 
     async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
@@ -98,6 +108,7 @@ class _Takeovers:
         new = mine - self.held
         self.held = mine
         self.targets = {tp: end for tp, end in self.targets.items() if tp in mine}
+        self.measured_at = {tp: at for tp, at in self.measured_at.items() if tp in mine}
         self.targets.update(dict.fromkeys(new))
         if new:
             future = asyncio.ensure_future(self._measure(new))
@@ -107,14 +118,16 @@ class _Takeovers:
     async def _measure(self, tps: set[TP]) -> None:
         while True:
             try:
-                ends = await app.consumer.highwaters(*tps)
+                # Bounded: asked during a rebalance, the answer can fail to come at all.
+                ends = await asyncio.wait_for(app.consumer.highwaters(*tps), MEASURE_WAIT_S)
                 break
-            except Exception as exc:  # broker away or rebalancing: the lookups wait
+            except Exception as exc:  # broker away, rebalancing, no answer: the lookups wait
                 log.warning("cannot read the end offsets of %d partitions: %r", len(tps), exc)
                 await asyncio.sleep(1)
         for tp, end in ends.items():
             if tp in self.targets and self.targets[tp] is None:
                 self.targets[tp] = end
+                self.measured_at[tp] = time.monotonic()
 
     def behind(self, table_name: str, partition: int) -> bool:
         gate = _WRITERS.get(table_name)
@@ -127,7 +140,16 @@ class _Takeovers:
         if target is None:
             return True
         if (gate.expected(stream_times, partition) or 0) < target:
-            return True
+            if time.monotonic() - self.measured_at.get(tp, time.monotonic()) < TAKEOVER_HOLD_S:
+                return True
+            log.warning(
+                "%s: partition %d has not reached offset %d, its end when it was assigned "
+                "here, after %.0f s; answering from the table as it is",
+                gate.stage,
+                partition,
+                target,
+                TAKEOVER_HOLD_S,
+            )
         del self.targets[tp]  # caught up: from now on only new input, as on any worker
         return False
 
