@@ -86,10 +86,9 @@ async def _take(run: list[Any]) -> None:
         if part.stream_time is not None:
             clock.advance(part.times, partition, part.stream_time)
         gate.done(part.times, partition, part.next_offset - 1)
-    await fence.check(generation)  # a worker dropped from the group writes nothing
-    await asyncio.gather(*(part.windows.commit() for part in taken.values()))
-    await fence.check(generation)
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+    # A worker dropped from the group writes nothing (dmp_faust/fence.py).
+    await fence.write(generation, [part.windows for part in taken.values()])
+    await fence.write(generation, [part.times for part in taken.values()])  # the gate last
 
 
 def _next_offset(partition: int) -> int | None:

@@ -93,10 +93,8 @@ async def _take(run: list[Any]) -> None:
     # folds downstream skip. The other way round, their output would be lost.
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(clean.send(), campaigns.send(), commands.send())
-    await fence.check(generation)
-    await asyncio.gather(*(part.writes.commit() for part in taken.values()))
-    await fence.check(generation)
-    await asyncio.gather(*(part.times.commit() for part in taken.values()))  # the gate last
+    await fence.write(generation, [part.writes for part in taken.values()])
+    await fence.write(generation, [part.times for part in taken.values()])  # the gate last
     for part in taken.values():
         metrics.accepted.inc(part.accepted)
 

@@ -148,11 +148,10 @@ class Batch:
         # The count before the profiles: after a crash between the two, the replay finds
         # these offsets counted and skips them. The other way round (or at once), it would
         # find profiles created already, count 0 for them, and the count would fall short.
-        await self.counts.commit()
-        await fence.check(generation)
-        await asyncio.gather(self.profiles.commit(), self.erasures.commit(), self.statuses.commit())
-        await fence.check(generation)
-        await self.times.commit()  # the gate last: what it lets by is in the tables
+        await fence.write(generation, [self.counts])
+        await fence.write(generation, [self.profiles, self.erasures, self.statuses])
+        # The gate last: what it lets by is in the tables.
+        await fence.write(generation, [self.times])
 
 
 def _erasure_key(key: str) -> bytes:
@@ -190,7 +189,6 @@ async def _take(run: list[Any]) -> None:
     # the records would already reflect the commands and their output would be lost.
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(forwards.send(), deltas.send(), changes.send())
-    await fence.check(generation)
     await asyncio.gather(*(batch.store(generation) for batch in taken.values()))
 
 
@@ -296,10 +294,9 @@ async def _count_sizes(run: list[Any]) -> None:
         stores[partition][0].put(segment.encode(), size.to_bytes())
     for partition, next_offset in next_offsets.items():
         sizes_gate.done(stores[partition][1], partition, next_offset - 1)
-    await fence.check(generation)  # a worker dropped from the group writes nothing
-    await asyncio.gather(*(counts.commit() for counts, _ in stores.values()))
-    await fence.check(generation)
-    await asyncio.gather(*(times.commit() for _, times in stores.values()))  # the gate last
+    # A worker dropped from the group writes nothing (dmp_faust/fence.py).
+    await fence.write(generation, [counts for counts, _ in stores.values()])
+    await fence.write(generation, [times for _, times in stores.values()])  # the gate last
 
 
 def _profiles_here() -> int:

@@ -7,6 +7,7 @@ Agents (``agents/``), tables (``tables/``) and web views
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
@@ -15,11 +16,14 @@ from faust.web.base import BlueprintManager
 from prometheus_client import REGISTRY
 
 from dmp_faust.domain.segments import load_rules
-from dmp_faust.fence import Fence, faust_coordinator
+from dmp_faust.fence import Fence, faust_coordinator, wipe_if_dropped
 from dmp_faust.metrics import Metrics
 from dmp_faust.responses import json_errors
 from dmp_faust.settings import Settings
 from dmp_faust.stages import crashes, stage_of
+from dmp_faust.store import SCHEME as STORE_SCHEME
+
+log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
 
@@ -54,7 +58,9 @@ app = App(
     broker=settings.broker_url,
     broker_credentials=settings.faust_credentials(),  # DMP_KAFKA_SECURITY_PROTOCOL & co.
     logging_config=settings.logging_config(),  # no record bytes or SASL secrets in the log
-    store="rocksdb://",
+    # Faust's RocksDB store, which skips changelog records a worker wrote after it had
+    # lost their partition (dmp_faust/store.py).
+    store=f"{STORE_SCHEME}://",
     datadir=str(settings.data_dir),
     web_host=settings.web_host,
     web_port=settings.web_port,
@@ -98,4 +104,19 @@ metrics = Metrics.create(REGISTRY)
 # Checked by every stage before it writes: a worker dropped from the group (paused past
 # the session timeout) writes nothing when it wakes; see dmp_faust/fence.py.
 fence = Fence(faust_coordinator(app), settings.session_timeout_s)
+
+
+async def _wipe_if_dropped(sender: Any, revoked: Any, **_: Any) -> None:
+    emptied = wipe_if_dropped(app, fence)
+    if emptied:
+        log.warning(
+            "dropped from the group while stopped: emptied %d table partitions, to be "
+            "rebuilt from their changelogs (%s)",
+            len(emptied),
+            ", ".join(emptied),
+        )
+
+
+app.on_partitions_revoked.connect(_wipe_if_dropped)
+
 setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")

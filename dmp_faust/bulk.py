@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faust.types import TP
 from rocksdict import WriteBatch
+
+from dmp_faust.fence import Fenced
+from dmp_faust.store import EPOCH_KEY, decode_epoch, epoch_header
 
 Headers = list[tuple[str, bytes]]  # aiokafka's C record builder takes a list only
 
@@ -120,17 +123,33 @@ class TableWrites:
         """Set ``key`` (``None`` deletes it, with a tombstone in the changelog)."""
         self._writes[key] = value
 
-    async def commit(self) -> None:
+    async def commit(self, epoch: int, holds: Callable[[int], bool]) -> None:
+        """Send the changelog records (tagged with ``epoch``, the group generation the
+        take ran in; see :mod:`dmp_faust.store`), then write the database.
+
+        ``holds(epoch)`` is asked once they are sent: a worker that left that
+        generation meanwhile does not write its database (:class:`Fenced`).
+        """
         if not self._writes:
             return
         batch = WriteBatch(raw_mode=True)
         changelog = Records(self.app, self.table.changelog_topic)
+        tag = [epoch_header(epoch)]
+        stored = decode_epoch(self._db.get(EPOCH_KEY))
+        if epoch < stored:
+            # Generations went back: the group was forgotten (empty for longer than the
+            # broker's offsets retention) and started again at 1. A member of a group never
+            # recovers records of a generation to come, so this is no woken worker: the
+            # record marks where the changelog's epochs start again (see EpochStore).
+            changelog.add(self.partition, EPOCH_KEY, str(epoch).encode(), tag)
+        if epoch != stored:
+            batch.put(EPOCH_KEY, str(epoch).encode())
         for key, value in self._writes.items():
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-            changelog.add(self.partition, key, value)
+            changelog.add(self.partition, key, value, tag)
         self._writes.clear()
         self._reads.clear()
         # The changelog first: the local database must never hold what the changelog
@@ -139,6 +158,9 @@ class TableWrites:
         # would never see it. The other way round, a crash between the two leaves the
         # write in the changelog, and recovery puts it in the database.
         sent = await changelog.send()
+        if not holds(epoch):
+            # Its records are on the changelog, where the partition's owner skips them.
+            raise Fenced(f"left generation {epoch} while writing {self.table.name}")
         self._db.write(batch)
         for partition, offset in sent.items():
             self._persist(TP(self.table.changelog_topic.get_topic_name(), partition), offset)

@@ -22,8 +22,17 @@ consumer resets its generation, and the take is abandoned without writing:
 its records are read again by whoever owns them now (the input gate of each
 stage, :class:`dmp_faust.state.InputGate`, makes that exact).
 
-Heartbeats are timed by wrapping two methods of aiokafka's group
-coordinator (the heartbeat and the end of a join). They run in Faust's
+A check is a lease, and a lease alone cannot fence a process stopped between
+the check and its send. Two things make such a late write harmless: each
+changelog record carries the generation its take ran in, and the tables skip
+records of a generation older than one already applied
+(:mod:`dmp_faust.store`); and a worker that finds itself dropped from the
+group empties its own databases before it joins again
+(:func:`wipe_if_dropped`), so that it recovers from the changelogs, not from
+writes it made after it lost the partitions.
+
+Heartbeats are timed by wrapping methods of aiokafka's group coordinator (the
+heartbeat, and the start and end of a join). They run in Faust's
 consumer thread; the fence reads the two numbers they set from the event
 loop's thread. Times are ``CLOCK_BOOTTIME`` where there is one: it goes on
 counting while the machine is suspended, as the broker's clock does.
@@ -33,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
@@ -62,10 +71,32 @@ class Fence:
         self._coordinator: Any = None
         self._answered_at = float("-inf")  # when the last answered request was sent
         self._answered_generation: int | None = None
+        self._dropped = False
 
     def generation(self) -> int:
         """The generation a take starts in; pass it to :meth:`check`."""
         return int(self._watched().generation)
+
+    async def write(self, generation: int, writes: Iterable[Any]) -> None:
+        """Check, then commit ``writes`` (:class:`dmp_faust.bulk.TableWrites`) at once,
+        their records tagged with ``generation``."""
+        await self.check(generation)
+        await asyncio.gather(*(table.commit(generation, self.holds) for table in writes))
+
+    def holds(self, generation: int) -> bool:
+        """Whether the consumer is still in ``generation`` (asked without waiting)."""
+        return generation >= 0 and self._watched().generation == generation
+
+    def take_dropped(self) -> bool:
+        """Whether the group dropped this worker since last asked (and forget it).
+
+        Set when the consumer starts to join again without a generation: the
+        coordinator no longer knew it (a session expired while it was stopped),
+        not an ordinary rebalance, in which a member keeps its generation until
+        the next one.
+        """
+        dropped, self._dropped = self._dropped, False
+        return dropped
 
     async def check(self, generation: int) -> None:
         """Return once this worker provably still holds ``generation``.
@@ -96,6 +127,7 @@ class Fence:
 
     def _watch(self, coordinator: Any) -> None:
         heartbeat, joined = coordinator._do_heartbeat, coordinator._on_join_complete
+        prepare = coordinator._on_join_prepare
 
         async def timed_heartbeat() -> bool:
             sent, generation = now_s(), coordinator.generation
@@ -109,8 +141,15 @@ class Fence:
             self._answered_at, self._answered_generation = now_s(), generation
             return await joined(generation, *args)
 
+        async def watched_prepare(previous_assignment: Any) -> Any:
+            # Before the revocation it leads to (which runs wipe_if_dropped).
+            if previous_assignment is not None and coordinator.generation < 0:
+                self._dropped = True
+            return await prepare(previous_assignment)
+
         coordinator._do_heartbeat = timed_heartbeat
         coordinator._on_join_complete = timed_join
+        coordinator._on_join_prepare = watched_prepare
         self._coordinator = coordinator
         # Already in a generation when first watched: its join was not timed, so the
         # first check waits for the next heartbeat (one heartbeat interval at most).
@@ -123,3 +162,26 @@ def faust_coordinator(app: Any) -> Callable[[], Any]:
         return app.consumer._thread._ensure_consumer()._coordinator
 
     return lookup
+
+
+def wipe_if_dropped(app: Any, fence: Fence) -> list[str]:
+    """On a revocation: if the group had dropped this worker, empty its table databases.
+
+    A dropped worker may have written its databases after its partitions went
+    to another worker, and stored changelog offsets past that worker's records:
+    recovering from them would skip those records. Emptied, every partition it
+    is given again is rebuilt from its changelog, whose late records the store
+    skips. Returns what was emptied (``table[partition]``), for the log.
+    """
+    from dmp_faust.store import EpochStore
+
+    if not fence.take_dropped():
+        return []
+    emptied = []
+    for table in app.tables.values():
+        if isinstance(table.data, EpochStore):
+            emptied += [f"{table.name}[{p}]" for p in table.data.wipe()]
+    recovery = app.tables.recovery
+    recovery.active_offsets.clear()  # or Faust would resume from where it had read
+    recovery.standby_offsets.clear()
+    return emptied

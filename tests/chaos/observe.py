@@ -23,6 +23,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from dmp_faust.store import Epochs, record_epoch
 from tests.chaos.load import Record
 
 INPUT_TOPICS: Final = (
@@ -111,11 +112,14 @@ def group_lag(bootstrap: str, prefix: str, partitions: int) -> dict[str, tuple[i
 async def _stage_offsets(
     consumer: AIOKafkaConsumer, prefix: str, partitions: int
 ) -> dict[str, int]:
-    """The last "<stage>:next:<partition>" values on the stream_times changelog."""
+    """The "<stage>:next:<partition>" values on the stream_times changelog, as the table
+    applies them (the last, of those not written late by a worker that had lost the
+    partition: see dmp_faust/store.py)."""
     tps = [TopicPartition(f"{prefix}-stream_times-changelog", p) for p in range(partitions)]
     ends = await consumer.end_offsets(tps)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
+    epochs = {tp.partition: Epochs(applied=-1) for tp in tps}
     found: dict[str, int] = {}
     remaining = {tp for tp in tps if ends.get(tp, 0) > 0}
     while remaining:
@@ -124,6 +128,8 @@ async def _stage_offsets(
             break
         for tp, records in fetched.items():
             for record in records:
+                if not epochs[tp.partition].admit(record_epoch(record.headers)):
+                    continue
                 key = (record.key or b"").decode(errors="replace")
                 if ":next:" in key and record.value:
                     found[key] = int(record.value)

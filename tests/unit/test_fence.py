@@ -38,6 +38,9 @@ class Coordinator:
     async def _on_join_complete(self, generation: int, *args: Any) -> None:
         self.generation = generation
 
+    async def _on_join_prepare(self, previous_assignment: Any) -> None:
+        self.revoked = previous_assignment
+
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
@@ -144,3 +147,28 @@ def test_joining_a_generation_counts_as_an_answer(clock: Clock) -> None:
     assert fence.generation() == 7
     asyncio.run(fence.check(7))
     assert coordinator.heartbeats == 0
+
+
+@pytest.mark.parametrize(
+    ("generation", "previous", "dropped"),
+    [(-1, {"tp"}, True), (5, {"tp"}, False), (-1, None, False)],
+    ids=["dropped", "ordinary-rebalance", "first-join"],
+)
+def test_a_join_without_a_generation_after_an_assignment_means_dropped(
+    clock: Clock, generation: int, previous: Any, dropped: bool
+) -> None:
+    coordinator = Coordinator()
+    fence = watched(coordinator)
+    coordinator.generation = generation
+    asyncio.run(coordinator._on_join_prepare(previous))
+    assert coordinator.revoked == previous  # the wrapped method still runs
+    assert fence.take_dropped() is dropped
+    assert fence.take_dropped() is False  # reported once
+
+
+def test_holds_answers_at_once_whether_the_generation_is_still_current(clock: Clock) -> None:
+    coordinator = Coordinator()
+    fence = watched(coordinator)
+    assert fence.holds(5) and not fence.holds(4)
+    coordinator.generation = -1
+    assert not fence.holds(5) and not fence.holds(-1)
