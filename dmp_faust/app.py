@@ -15,6 +15,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web.base import BlueprintManager
 from prometheus_client import REGISTRY
 
+from dmp_faust.domain.batches import RECORD_MAX_BYTES
 from dmp_faust.domain.segments import load_rules
 from dmp_faust.fence import Fence, faust_coordinator, wipe_if_dropped
 from dmp_faust.metrics import Metrics
@@ -81,6 +82,10 @@ app = App(
     broker_heartbeat_interval=max(1, settings.session_timeout_s // 3),
     # Let sends gather for a few ms: one produce request carries many records.
     producer_linger=0.005,
+    # aiokafka queues one record batch per partition at a time: a take's output sent as
+    # Faust's default 16 KiB batches went out one round trip per batch (over a second
+    # for a take of 64 records). A batch holds up to one internal record's bound.
+    producer_max_batch_size=RECORD_MAX_BYTES,
     autodiscover=["agents", "tables", "dmp_faust.views"],
     origin="dmp_faust",
     web_application_options={"middlewares": [json_errors]},
