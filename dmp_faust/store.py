@@ -142,13 +142,19 @@ class EpochStore(RocksDBStore):
         """
         wiped = []
         for partition, db in list(self._dbs.items()):
-            keys = list(db.keys())
-            if keys:
-                batch = WriteBatch(raw_mode=True)
-                for key in keys:
-                    batch.delete(key)
-                db.write(batch)
-                wiped.append(partition)
+            cursor = db.iter()
+            cursor.seek_to_first()
+            if not cursor.valid():
+                continue
+            first = cursor.key()
+            cursor.seek_to_last()
+            last = cursor.key()
+            del cursor
+            batch = WriteBatch(raw_mode=True)
+            batch.delete_range(first, last)  # a range tombstone, whatever the size
+            batch.delete(last)  # the end of a range is not in it
+            db.write(batch)
+            wiped.append(partition)
         self._key_index.clear()
         return wiped
 

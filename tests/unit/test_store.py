@@ -119,10 +119,12 @@ class DroppedFence(Fence):
 
 
 def test_a_worker_dropped_from_the_group_empties_its_databases(app: Any, store: EpochStore) -> None:
-    apply(store, record(0, b"a", b"1", 3), record(0, b"b", b"2", 3, partition=1))
+    many = [record(n, b"key-%05d" % n, b"v", 3) for n in range(1000)]
+    apply(store, *many, record(0, b"b", b"2", 3, partition=1))
     assert wipe_if_dropped(app, DroppedFence(dropped=False)) == []
-    assert visible(store) == {b"a": b"1"}
+    assert len(visible(store)) == 1000
     assert wipe_if_dropped(app, DroppedFence(dropped=True)) == ["things[0]", "things[1]"]
     assert visible(store) == {} and visible(store, 1) == {}
+    assert list(store._db_for_partition(0).keys()) == []  # Faust's offset, the epoch too
     assert store.persisted_offset(TP(TOPIC, 0)) is None  # recovered from the start
     assert store.epoch(0) == -1
