@@ -18,7 +18,7 @@ from typing import Any
 from faust.types import TP
 
 from dmp_faust.app import app, settings
-from dmp_faust.domain.rebalances import RebalanceLog, misplaced_partitions
+from dmp_faust.domain.rebalances import CatchUp, RebalanceLog, misplaced_partitions
 from dmp_faust.responses import unavailable
 from dmp_faust.state import InputGate
 from dmp_faust.topics import campaign_events, profile_commands, segment_deltas
@@ -68,12 +68,15 @@ app.on_rebalance_complete.connect(_on_recovered)
 
 
 MEASURE_WAIT_S = 5.0  # longest wait for the end offsets of newly assigned partitions
-# Longest a taken-over partition's lookups wait for its stage to reach the end offset
-# measured at the assignment. The stage can stop short of it with nothing left to read:
-# records Faust dropped at the end of a partition after a rebalance are read again (by
-# the stage's input gate) only when a later record arrives. Past this, lookups are
-# answered from the table as it is, with a warning in the log.
-TAKEOVER_HOLD_S = 20.0
+# How long a taken-over partition's lookups wait for its stage to move at all, while it
+# has not reached the end offset measured at the assignment. A stage that moves, however
+# slowly (a backlog on a busy machine), is waited for: answered from the table before
+# it has caught up, a lookup could give less than the previous owner gave. One that
+# stops short with nothing left to read (records Faust dropped at the end of a
+# partition after a rebalance are read again by the stage's input gate only when a
+# later record arrives) would hold its lookups for good: past this without progress,
+# they are answered from the table as it is, with a warning in the log.
+TAKEOVER_STALL_S = 20.0
 
 # The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
 _WRITERS = {
@@ -99,7 +102,7 @@ class _Takeovers:
     def __init__(self) -> None:
         self.held: set[TP] = set()
         self.targets: dict[TP, int | None] = {}  # None: the end offset is being read
-        self.measured_at: dict[TP, float] = {}  # when each target was read
+        self.progress: dict[TP, CatchUp] = {}
         self._measuring: set[asyncio.Future[None]] = set()
 
     async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
@@ -108,7 +111,7 @@ class _Takeovers:
         new = mine - self.held
         self.held = mine
         self.targets = {tp: end for tp, end in self.targets.items() if tp in mine}
-        self.measured_at = {tp: at for tp, at in self.measured_at.items() if tp in mine}
+        self.progress = {tp: seen for tp, seen in self.progress.items() if tp in mine}
         self.targets.update(dict.fromkeys(new))
         if new:
             future = asyncio.ensure_future(self._measure(new))
@@ -127,7 +130,7 @@ class _Takeovers:
         for tp, end in ends.items():
             if tp in self.targets and self.targets[tp] is None:
                 self.targets[tp] = end
-                self.measured_at[tp] = time.monotonic()
+                self.progress[tp] = CatchUp(end, time.monotonic(), TAKEOVER_STALL_S)
 
     def behind(self, table_name: str, partition: int) -> bool:
         gate = _WRITERS.get(table_name)
@@ -139,18 +142,22 @@ class _Takeovers:
         target = self.targets[tp]
         if target is None:
             return True
-        if (gate.expected(stream_times, partition) or 0) < target:
-            if time.monotonic() - self.measured_at.get(tp, time.monotonic()) < TAKEOVER_HOLD_S:
-                return True
+        reached = gate.expected(stream_times, partition) or 0
+        state = self.progress[tp].state(reached, time.monotonic())
+        if state == "behind":
+            return True
+        if state == "stalled":
             log.warning(
-                "%s: partition %d has not reached offset %d, its end when it was assigned "
-                "here, after %.0f s; answering from the table as it is",
+                "%s: partition %d stopped at offset %d for %.0f s, short of %d, its end "
+                "when it was assigned here; answering from the table as it is",
                 gate.stage,
                 partition,
+                reached,
+                TAKEOVER_STALL_S,
                 target,
-                TAKEOVER_HOLD_S,
             )
         del self.targets[tp]  # caught up: from now on only new input, as on any worker
+        self.progress.pop(tp, None)
         return False
 
 

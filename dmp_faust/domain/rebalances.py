@@ -77,3 +77,28 @@ def misplaced_partitions(
         }
         odd |= listed ^ {partition for name, partition in held_set if name == topic}
     return sorted(odd)
+
+
+class CatchUp:
+    """A taken-over partition's stage on its way to ``target``, the partition's end
+    offset when it was assigned here (see ``dmp_faust.readiness``).
+
+    :meth:`state` says ``"behind"`` while the stage has not reached the target and
+    has moved within the last ``stall_s`` seconds (lookups wait), ``"caught_up"``
+    once it has, and ``"stalled"`` when it has not moved for ``stall_s`` short of
+    it (lookups are answered from the table as it is).
+    """
+
+    def __init__(self, target: int, now: float, stall_s: float) -> None:
+        self.target = target
+        self.stall_s = stall_s
+        self.seen = -1  # the stage's next offset when last asked
+        self.since = now  # when it became that
+
+    def state(self, reached: int, now: float) -> str:
+        if reached >= self.target:
+            return "caught_up"
+        if reached != self.seen:
+            self.seen, self.since = reached, now
+            return "behind"
+        return "behind" if now - self.since < self.stall_s else "stalled"

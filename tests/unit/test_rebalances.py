@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmp_faust.domain.rebalances import RebalanceLog, misplaced_partitions
+from dmp_faust.domain.rebalances import CatchUp, RebalanceLog, misplaced_partitions
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,25 @@ def test_a_previous_instance_at_my_url_shows_as_misplaced_partitions(
 def test_only_changelog_topics_of_this_app_count() -> None:
     distribution = {ME: {**_listed(0), "other-topic": [5]}}
     assert misplaced_partitions(ME, distribution, _held(0), TOPICS) == []
+
+
+def test_a_stage_that_keeps_moving_is_waited_for_however_long_it_takes() -> None:
+    catch_up = CatchUp(target=30_000, now=0.0, stall_s=20.0)
+    # 100 offsets every 10 s: 300 s behind the end it had at the assignment
+    states = [catch_up.state(100 * step, now=10.0 * step) for step in range(300)]
+    assert set(states) == {"behind"}
+    assert catch_up.state(30_000, now=3000.0) == "caught_up"
+
+
+def test_a_stage_that_stops_short_is_stalled_after_the_bound() -> None:
+    catch_up = CatchUp(target=500, now=0.0, stall_s=20.0)
+    assert catch_up.state(120, now=1.0) == "behind"
+    assert catch_up.state(120, now=20.9) == "behind"  # 19.9 s without moving
+    assert catch_up.state(120, now=21.0) == "stalled"
+    assert catch_up.state(121, now=22.0) == "behind"  # moved again: waited for again
+
+
+def test_a_stage_that_never_moves_is_stalled_from_the_first_look_on() -> None:
+    catch_up = CatchUp(target=500, now=0.0, stall_s=20.0)
+    assert catch_up.state(0, now=5.0) == "behind"
+    assert catch_up.state(0, now=25.1) == "stalled"
