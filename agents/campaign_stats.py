@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from dmp_faust.app import app, fence, metrics, settings
@@ -27,6 +28,7 @@ from dmp_faust.domain.windows import (
     window_key,
     window_start,
 )
+from dmp_faust.readiness import settled_partitions
 from dmp_faust.state import InputGate, StreamClock, Sweeper, header, take_runs
 from dmp_faust.topics import campaign_events
 from tables.campaign_windows import campaign_windows
@@ -62,8 +64,9 @@ class _Partition:
 
 @app.agent(campaign_events)
 async def count_campaign_stats(stream: Any) -> None:
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        ordered = await gate.complete(events, _next_offset, app.consumer)
+    takes = stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S)
+    expected, mine = _next_offset, partial(settled_partitions, campaign_events)
+    async for ordered in gate.takes(takes, expected, app.consumer, mine, TAKE_RECORDS):
         await take_runs("campaign_stats", ordered, _take)
 
 

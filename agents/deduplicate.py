@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from dmp_faust.app import app, fence, metrics, settings
@@ -26,6 +27,7 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.watermarks import SOURCE_HEADER, encode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.readiness import settled_partitions
 from dmp_faust.state import InputGate, StreamClock, Sweeper, take_runs
 from dmp_faust.topics import campaign_events, clean_events, profile_commands, valid_events
 from tables.seen_events import seen_events
@@ -62,8 +64,9 @@ class _Partition:
 
 @app.agent(valid_events)
 async def deduplicate_events(stream: Any) -> None:
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        ordered = await gate.complete(events, _next_offset, app.consumer)
+    takes = stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S)
+    expected, mine = _next_offset, partial(settled_partitions, valid_events)
+    async for ordered in gate.takes(takes, expected, app.consumer, mine, TAKE_RECORDS):
         await take_runs("deduplicate", ordered, _take)
 
 

@@ -47,6 +47,7 @@ from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
 from dmp_faust.metrics import TableGauges
+from dmp_faust.readiness import settled_partitions
 from dmp_faust.settings import DAY_MS
 from dmp_faust.state import InputGate, StreamClock, header, take_runs
 from dmp_faust.topics import profile_commands, segment_changes, segment_deltas
@@ -160,8 +161,9 @@ def _erasure_key(key: str) -> bytes:
 
 @app.agent(profile_commands)
 async def build_profiles(stream: Any) -> None:
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        ordered = await gate.complete(events, partial(_next_offset, gate), app.consumer)
+    takes = stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S)
+    expected, mine = partial(_next_offset, gate), partial(settled_partitions, profile_commands)
+    async for ordered in gate.takes(takes, expected, app.consumer, mine, TAKE_RECORDS):
         await take_runs("profiles", ordered, _take)
 
 
@@ -263,8 +265,9 @@ def _segment_changes(key: str, outcome: Outcome, here: int, batch: Batch, change
 
 @app.agent(segment_deltas)
 async def count_segment_sizes(stream: Any) -> None:
-    async for events in stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S):
-        ordered = await sizes_gate.complete(events, partial(_next_offset, sizes_gate), app.consumer)
+    takes = stream.take_events(TAKE_RECORDS, TAKE_WITHIN_S)
+    expected, mine = partial(_next_offset, sizes_gate), partial(settled_partitions, segment_deltas)
+    async for ordered in sizes_gate.takes(takes, expected, app.consumer, mine, TAKE_RECORDS):
         await take_runs("segment_sizes", ordered, _count_sizes)
 
 

@@ -71,11 +71,12 @@ MEASURE_WAIT_S = 5.0  # longest wait for the end offsets of newly assigned parti
 # How long a taken-over partition's lookups wait for its stage to move at all, while it
 # has not reached the end offset measured at the assignment. A stage that moves, however
 # slowly (a backlog on a busy machine), is waited for: answered from the table before
-# it has caught up, a lookup could give less than the previous owner gave. One that
-# stops short with nothing left to read (records Faust dropped at the end of a
-# partition after a rebalance are read again by the stage's input gate only when a
-# later record arrives) would hold its lookups for good: past this without progress,
-# they are answered from the table as it is, with a warning in the log.
+# it has caught up, a lookup could give less than the previous owner gave. Records Faust
+# dropped at the end of a partition after a rebalance are read by the stage's input
+# gate once nothing arrived for a while (dmp_faust.state.QUIET_S); a stage that stops
+# short for another reason (Kafka away, records deleted by retention) would hold its
+# lookups for good: past this without progress, they are answered from the table as
+# it is, with a warning in the log.
 TAKEOVER_STALL_S = 20.0
 
 # The stage that writes each table a lookup reads, by its input gate (dmp_faust.state).
@@ -163,6 +164,20 @@ class _Takeovers:
 
 takeovers = _Takeovers()
 app.on_partitions_assigned.connect(takeovers.on_assigned)
+
+
+def settled_partitions(topic: Any) -> set[int]:
+    """This worker's partitions of ``topic``, or none while a rebalance is on.
+
+    What a stage checks for records Faust left unread
+    (:meth:`dmp_faust.state.InputGate.unread`): in the middle of a rebalance the
+    partitions may be on their way to another worker, and Faust's flow is stopped,
+    so that nothing arriving then says nothing.
+    """
+    if app.rebalancing or not rebalances.settled or not app.flow_control.is_active():
+        return set()
+    name = topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
 def recovering_partitions() -> list[int]:

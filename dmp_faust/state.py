@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from dmp_faust.domain.batches import batch_length
+from dmp_faust.domain.stalls import quiet_partitions, unread_tails
 from dmp_faust.domain.windows import advance_stream_time
 from dmp_faust.fence import Fenced
 
@@ -28,6 +30,14 @@ TAKE_ITEMS = 16_384
 # How long the input gate waits in one fetch, and between "still waiting" warnings.
 READ_WAIT_MS = 1000
 READ_PATIENCE_S = 30.0
+# How long a stage has to wait with nothing arriving from a partition before it asks
+# Kafka whether records of it are left that Faust will not deliver
+# (dmp_faust.domain.stalls); also the longest it waits for a take before it looks.
+QUIET_S = 2.0
+# Longest wait for the end offsets of a stage's partitions; unanswered, the next check asks.
+END_WAIT_S = 5.0
+
+T = TypeVar("T")
 
 
 def encode_int(value: int) -> bytes:
@@ -81,6 +91,38 @@ async def take_runs(
         except Fenced as exc:
             log.warning("%s: take abandoned, the rest unwritten: %s", stage, exc)
             return
+
+
+async def with_quiet_ticks(
+    takes: AsyncIterator[T], quiet_s: float, ready: Callable[[], bool] = lambda: False
+) -> AsyncIterator[T | None]:
+    """Each item of ``takes`` as it comes, and None whenever none came for ``quiet_s``
+    (at once, while ``ready()`` says there is something else to do).
+
+    A Faust take (``stream.take_events``) yields only when records arrive: a stage
+    waiting in it cannot notice that none do. So the next take is awaited in a task
+    of its own, with a bound, and the stage's own loop gets the turn in between: what
+    it does then runs between two takes, never beside one.
+    """
+    pending = asyncio.ensure_future(_next(takes))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=0 if ready() else quiet_s)
+            if not done:
+                yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(_next(takes))
+    finally:
+        pending.cancel()
+
+
+async def _next(items: AsyncIterator[T]) -> T:
+    return await anext(items)
 
 
 class Store(Protocol):
@@ -199,6 +241,13 @@ class InputGate:
         self.topic = topic
         self.settings = settings
         self._reader: Any = None
+        self._last_seen: dict[int, float] = {}  # partition -> when Faust last delivered some
+        self._busy_s = 0.0  # time the stage spent on what it was given (see _clock)
+        self._checked_at = float("-inf")
+        self._more = False  # the last check left records unread: check again at once
+        # per partition, a tail (first, end) whose read found nothing (retention deleted
+        # it): not read again until the next offset or the end moves
+        self._barren: dict[int, tuple[int, int]] = {}
 
     def key(self, partition: int) -> bytes:
         return f"{self.stage}:next:{partition}".encode()
@@ -225,6 +274,7 @@ class InputGate:
             by_partition[event.message.partition].append(event)
         ordered: list[Any] = []
         for partition, taken in by_partition.items():
+            self._last_seen[partition] = self._clock()
             taken.sort(key=lambda event: event.message.offset)
             following = expected(partition)
             if following is None:
@@ -254,6 +304,99 @@ class InputGate:
                 ordered.append(event)
                 following = offset + 1
         return ordered
+
+    async def takes(
+        self,
+        takes: AsyncIterator[list[Any]],
+        expected: Callable[[int], int | None],
+        consumer: Any,
+        assigned: Callable[[], Iterable[int]],
+        max_records: int,
+    ) -> AsyncIterator[list[Any]]:
+        """What the stage is to process, one take after another: each of Faust's
+        ``takes`` through :meth:`complete`, and, every :data:`QUIET_S` at most, the
+        records Faust left behind at the end of a partition (:meth:`unread`), at most
+        ``max_records`` at a time. ``assigned`` gives the partitions to check (none
+        while a rebalance is on)."""
+        async for events in with_quiet_ticks(takes, QUIET_S, ready=lambda: self._more):
+            away = time.monotonic()
+            if events:
+                yield await self.complete(events, expected, consumer)
+            self._busy_s += time.monotonic() - away
+            if self._more or self._clock() - self._checked_at >= QUIET_S:
+                away = time.monotonic()
+                self._checked_at = self._clock()
+                found = await self.unread(assigned(), expected, consumer, max_records)
+                self._more = bool(found)
+                if found:
+                    yield found
+                self._busy_s += time.monotonic() - away
+
+    def _clock(self) -> float:
+        """Seconds that pass only while the stage waits for Faust's next take.
+
+        A partition is quiet when nothing arrived from it while the stage was ready
+        for it: records that waited in Faust while the stage was busy with a long
+        take did arrive in time, and reading them from Kafka would be wasted.
+        """
+        return time.monotonic() - self._busy_s
+
+    async def unread(
+        self,
+        assigned: Iterable[int],
+        expected: Callable[[int], int | None],
+        consumer: Any,
+        max_records: int,
+    ) -> list[Any]:
+        """Records of ``assigned`` partitions that nothing arrived from for
+        :data:`QUIET_S` of waiting (see :meth:`_clock`) and that lie between the
+        stage's next offset and the partition's end, read from Kafka (see
+        :mod:`dmp_faust.domain.stalls`): records Faust fetched, dropped, and will
+        not fetch again. In offset order per partition, at most ``max_records`` in
+        all; Faust's ``consumer`` is told they are done, as for any hole."""
+        quiet = quiet_partitions(assigned, self._last_seen, self._clock(), QUIET_S)
+        ends = await self._ends(quiet) if quiet else {}
+        if not ends:
+            return []
+        firsts = {}
+        for partition in ends:
+            following = expected(partition)
+            firsts[partition] = (
+                following if following is not None else await self._log_start(partition)
+            )
+        records: list[Any] = []
+        for partition, (first, stop) in unread_tails(firsts, ends, max_records).items():
+            if self._barren.get(partition) == (first, ends[partition]):
+                continue
+            log.warning(
+                "%s: partition %d: nothing arrived for %.0f s and records %d..%d are unread "
+                "(the end is at %d); reading them",
+                self.stage,
+                partition,
+                QUIET_S,
+                first,
+                stop - 1,
+                ends[partition],
+            )
+            read = await self._read(partition, first, stop)
+            if not read:
+                self._barren[partition] = (first, ends[partition])
+            records += read
+            tp = TopicPartition(self.topic.get_topic_name(), partition)
+            await consumer._add_gap(tp, first, stop - 1)
+        return records
+
+    async def _ends(self, partitions: list[int]) -> dict[int, int]:
+        """The end offsets of ``partitions`` (none if Kafka does not answer in time)."""
+        reader = await self._started_reader()
+        name = self.topic.get_topic_name()
+        tps = [TopicPartition(name, partition) for partition in partitions]
+        try:
+            ends = await asyncio.wait_for(reader.end_offsets(tps), END_WAIT_S)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("%s: cannot read the end offsets of its partitions (%r)", self.stage, exc)
+            return {}
+        return {tp.partition: int(end) for tp, end in ends.items()}
 
     async def _log_start(self, partition: int) -> int:
         """The first offset Kafka still has of ``partition`` (0 until retention deletes)."""

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import pytest
 
+from dmp_faust import state
 from dmp_faust.domain.batches import DeltaItem, encode_batch
-from dmp_faust.state import FAUST_KEY_PREFIX, InputGate, StreamClock, Sweeper, runs
+from dmp_faust.state import (
+    FAUST_KEY_PREFIX,
+    InputGate,
+    StreamClock,
+    Sweeper,
+    runs,
+    with_quiet_ticks,
+)
 
 
 class FakeDB:
@@ -252,3 +263,100 @@ def test_runs_cap_the_items_between_writes_and_keep_the_order(
     assert [len(run) for run in found] == expected
     assert [record for run in found for record in run] == records
     assert all(sum(r.items for r in run) <= cap or len(run) == 1 for run in found)
+
+
+class TailGate(ReadingGate):
+    """The reading gate, with the partitions' end offsets where their logs end."""
+
+    async def _ends(self, partitions: list[int]) -> dict[int, int]:
+        return {p: max(self.log[p], default=-1) + 1 for p in partitions if p in self.log}
+
+
+async def _dropped_after(first: list[Any]) -> AsyncIterator[list[Any]]:
+    """Faust's takes when it dropped what followed ``first``: nothing more, ever."""
+    yield first
+    await asyncio.Event().wait()
+
+
+async def _stage(
+    gate: InputGate, takes: AsyncIterator[list[Any]], until: int, work_s: float = 0.0
+) -> list[Any]:
+    """A stage's loop: take after take, each handled (``work_s``) and written (its next
+    offset stored) before the next; what it processed, once partition 3 reached
+    offset ``until``."""
+    store = StoredTimes()
+    processed: list[Any] = []
+    mine = [3]
+    async with aclosing(
+        gate.takes(takes, partial(gate.expected, store), FakeConsumer(), lambda: mine, 20)
+    ) as ordered_takes:
+        async for ordered in ordered_takes:
+            processed += offsets(ordered)
+            await asyncio.sleep(work_s)
+            gate.done(store, 3, ordered[-1].message.offset)
+            if gate.expected(store, 3) == until:
+                return processed
+    raise AssertionError("the takes ended")
+
+
+def test_input_gate_reads_the_records_faust_dropped_at_the_end_of_a_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a rebalance Faust can drop the records it fetched and queued and never fetch
+    them again: with nothing after them, no later record shows the hole. Once nothing
+    arrived for a while, the gate reads up to the end offset itself, a take (here of at
+    most 20 records) at a time."""
+    monkeypatch.setattr(state, "QUIET_S", 0.05)
+    gate = TailGate({3: list(range(61))})
+    takes = _dropped_after([Event(3, 0), Event(3, 1), Event(3, 2)])
+    processed = asyncio.run(asyncio.wait_for(_stage(gate, takes, until=61), 5))
+    assert processed == [(3, o) for o in range(61)]
+    assert gate.reads == [(3, 3, 23), (3, 23, 43), (3, 43, 61)]
+
+
+def test_input_gate_leaves_a_partition_alone_while_faust_delivers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state, "QUIET_S", 0.2)
+
+    async def delivered() -> AsyncIterator[list[Any]]:
+        for offset in range(10):
+            await asyncio.sleep(0.02)
+            yield [Event(3, offset)]
+        await asyncio.Event().wait()
+
+    gate = TailGate({3: list(range(10))})
+    processed = asyncio.run(asyncio.wait_for(_stage(gate, delivered(), until=10), 5))
+    assert processed == [(3, o) for o in range(10)]
+    assert gate.reads == []
+
+
+def test_input_gate_does_not_take_its_stages_own_work_for_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records that waited in Faust while the stage worked on a long take are not late."""
+    monkeypatch.setattr(state, "QUIET_S", 0.1)
+
+    async def waiting() -> AsyncIterator[list[Any]]:
+        yield [Event(3, offset) for offset in range(3)]
+        yield [Event(3, offset) for offset in range(3, 10)]
+        await asyncio.Event().wait()
+
+    gate = TailGate({3: list(range(10))})
+    processed = asyncio.run(asyncio.wait_for(_stage(gate, waiting(), 10, work_s=0.3), 5))
+    assert processed == [(3, o) for o in range(10)]
+    assert gate.reads == []
+
+
+def test_quiet_ticks_come_between_takes_and_never_beside_one() -> None:
+    async def slow() -> AsyncIterator[str]:
+        yield "a"
+        await asyncio.sleep(0.25)
+        yield "b"
+
+    async def run() -> list[str | None]:
+        return [item async for item in with_quiet_ticks(slow(), 0.1)]
+
+    got = asyncio.run(run())
+    assert got[0] == "a" and got[-1] == "b"
+    assert set(got[1:-1]) == {None} and 1 <= len(got[1:-1]) <= 3
