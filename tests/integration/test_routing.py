@@ -216,12 +216,6 @@ def _produce_to(bootstrap: str, topic: str, partition: int, values: list[bytes])
     asyncio.run(run())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (issue 9, item 6): under the full suite the survivor's profiles "
-    "stage did not process a taken-over partition's backlog within 120 s (passes alone); "
-    "cause not found yet (docs/RELIABILITY.md)",
-)
 def test_a_partition_taken_over_answers_503_until_its_backlog_is_read(
     make_worker: WorkerFactory,
 ) -> None:
