@@ -11,6 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -318,19 +319,22 @@ class InputGate:
         records Faust left behind at the end of a partition (:meth:`unread`), at most
         ``max_records`` at a time. ``assigned`` gives the partitions to check (none
         while a rebalance is on)."""
-        async for events in with_quiet_ticks(takes, QUIET_S, ready=lambda: self._more):
-            away = time.monotonic()
-            if events:
-                yield await self.complete(events, expected, consumer)
-            self._busy_s += time.monotonic() - away
-            if self._more or self._clock() - self._checked_at >= QUIET_S:
+        # Closed with this generator (an agent that crashed or stopped), not whenever
+        # it is collected: its task would go on taking records from the stream.
+        async with aclosing(with_quiet_ticks(takes, QUIET_S, lambda: self._more)) as ticks:
+            async for events in ticks:
                 away = time.monotonic()
-                self._checked_at = self._clock()
-                found = await self.unread(assigned(), expected, consumer, max_records)
-                self._more = bool(found)
-                if found:
-                    yield found
+                if events:
+                    yield await self.complete(events, expected, consumer)
                 self._busy_s += time.monotonic() - away
+                if self._more or self._clock() - self._checked_at >= QUIET_S:
+                    away = time.monotonic()
+                    self._checked_at = self._clock()
+                    found = await self.unread(assigned(), expected, consumer, max_records)
+                    self._more = bool(found)
+                    if found:
+                        yield found
+                    self._busy_s += time.monotonic() - away
 
     def _clock(self) -> float:
         """Seconds that pass only while the stage waits for Faust's next take.
