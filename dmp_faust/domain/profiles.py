@@ -163,6 +163,19 @@ def has_data(profile: Profile) -> bool:
     return bool(profile.counts) or not profile.erasing
 
 
+def has_merged(profile: Profile, linked_id: str) -> bool:
+    """Whether the state of ``linked_id``, linked to ``profile``, is merged into it.
+
+    A linked id's record reaches the record it is linked to as a merge fragment
+    that lists it, and only then does its id join ``ids`` there. Until it has,
+    the profile lacks that id's events: a lookup by the linked id must wait, not
+    answer less than the id's own record answered before its link. Past the id
+    limit an id may be left out of ``ids`` (its link goes with an ``Unlink``):
+    then nothing tells, and the profile answers as it is.
+    """
+    return linked_id in profile.ids or profile.ids_truncated
+
+
 def interest_of(url: str | None) -> str | None:
     """The first path segment of a URL, lower-cased: ``/sports/x`` -> ``sports``."""
     if not url:

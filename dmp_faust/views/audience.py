@@ -40,6 +40,9 @@ from tables.stream_times import stream_times
 
 RULES = {rule.id: rule for rule in segment_rules}
 LINK_QUERY = "link"  # GET /profiles/{id}?link=1: where a linked id leads, not the profile
+# GET /profiles/{id}?for={linked id}: the profile, once the linked id's state is in it
+# (a lookup by a linked id continues so on the worker of the id it leads to)
+MERGED_QUERY = "for"
 ERASURE_NOTED_WITHIN_S = 5.0  # how long a DELETE waits for its erasure to be recorded
 
 
@@ -112,12 +115,20 @@ class Profiles(View):
         assert record is not None
         if record.merged_into and request.query.get(LINK_QUERY) == "1":  # see _canonical
             return json_response({"profile_id": profile_id, "linked_to": record.merged_into})
-        linked, _, record = await _canonical(request, profile_id, record, "/profiles/{}")
+        asked = request.query.get(MERGED_QUERY) or (profile_id if record.merged_into else None)
+        path = "/profiles/{}"
+        if asked is not None:
+            path += f"?{MERGED_QUERY}={quote(asked, safe='')}"
+        linked, _, record = await _canonical(request, profile_id, record, path)
         if linked is not None:
             return linked
         if record is None or not pf.has_data(record):
             # The id exists and is linked; what it was merged into is still on its way.
             raise unavailable(f"the profile {profile_id!r} is linked to has not arrived yet")
+        if asked is not None and not pf.has_merged(record, asked):
+            # Linked, but its own events are still on their way to the profile: answered
+            # now, it would count fewer than the id's own record did before the link.
+            raise unavailable(f"the events of {asked!r} are still being merged into its profile")
         return json_response(pf.view(record))
 
     async def delete(self, request: Any, profile_id: str) -> Any:

@@ -361,7 +361,7 @@ class Chaos:
         deadline: float,
     ) -> dict[str, Any]:
         """Probe the survivor until it owns every partition and serves every probe
-        with 200 (404 only for a profile that was 404 before), none below before, or
+        with 200 (404 only for a profile that did not answer 200 before), none below before, or
         until ``deadline``. A 404 or a count below before, for a key that answered
         200 before, is a false answer: it goes to ``run.false_probes`` (once a key).
         503 with ``Retry-After`` is asked again; 503 without it is noted."""
@@ -578,9 +578,10 @@ class Chaos:
 
 def served_again(before: tuple[int, Any], now: tuple[int, Any]) -> bool:
     """Whether ``now`` is a full answer: 200, none of its counts below ``before``'s
-    (404 only where ``before`` was 404)."""
+    (404 only where ``before`` was not 200: a key whose events come later in the load
+    answers 404 until they do, and a 503 before the fault says nothing either way)."""
     status, body = now
-    if status == 404 and before[0] == 404:
+    if status == 404 and before[0] != 200:
         return True
     if status != 200:
         return False

@@ -395,3 +395,15 @@ def test_frozen_copy_is_independent_of_the_original() -> None:
     copy.frequency["c2"] = {T0: 1}
     pf.merge(copy, original, T0, DAY_MS)
     assert pf.to_bytes(original) == before
+
+
+def test_a_linked_id_is_merged_once_its_id_is_listed() -> None:
+    profile = Profile(profile_id="u1", ids=["u1"], counts={"page_view": 2})
+    assert not pf.has_merged(profile, "a1")  # its fragment is still travelling
+    profile.ids.append("a1")
+    assert pf.has_merged(profile, "a1")
+
+
+def test_past_the_id_limit_nothing_tells_and_the_profile_answers() -> None:
+    profile = Profile(profile_id="u1", ids=["u1"], ids_truncated=True)
+    assert pf.has_merged(profile, "a9")
