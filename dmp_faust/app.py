@@ -53,6 +53,20 @@ class App(faust.App):
         crashes.record(stage_of(agent.name), exc)
         await super()._on_agent_error(agent, exc)
 
+    async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        # Before Faust's tables read the changelog offsets they recover from: a worker
+        # the group dropped (stopped past the session timeout) empties its databases,
+        # which may hold writes it made after its partitions had moved (fence.py).
+        emptied = wipe_if_dropped(self, fence)
+        if emptied:
+            log.warning(
+                "dropped from the group while stopped: emptied %d table partitions, to be "
+                "rebuilt from their changelogs (%s)",
+                len(emptied),
+                ", ".join(emptied),
+            )
+        await super()._on_partitions_assigned(assigned, generation_id)
+
 
 app = App(
     settings.app_id,
@@ -110,18 +124,5 @@ metrics = Metrics.create(REGISTRY)
 # the session timeout) writes nothing when it wakes; see dmp_faust/fence.py.
 fence = Fence(faust_coordinator(app), settings.session_timeout_s)
 
-
-async def _wipe_if_dropped(sender: Any, revoked: Any, **_: Any) -> None:
-    emptied = wipe_if_dropped(app, fence)
-    if emptied:
-        log.warning(
-            "dropped from the group while stopped: emptied %d table partitions, to be "
-            "rebuilt from their changelogs (%s)",
-            len(emptied),
-            ", ".join(emptied),
-        )
-
-
-app.on_partitions_revoked.connect(_wipe_if_dropped)
 
 setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")

@@ -32,7 +32,7 @@ group empties its own databases before it joins again
 writes it made after it lost the partitions.
 
 Heartbeats are timed by wrapping methods of aiokafka's group coordinator (the
-heartbeat, and the start and end of a join). They run in Faust's
+heartbeat, the end of a join, and the reset of its generation). They run in Faust's
 consumer thread; the fence reads the two numbers they set from the event
 loop's thread. Times are ``CLOCK_BOOTTIME`` where there is one: it goes on
 counting while the machine is suspended, as the broker's clock does.
@@ -90,10 +90,10 @@ class Fence:
     def take_dropped(self) -> bool:
         """Whether the group dropped this worker since last asked (and forget it).
 
-        Set when the consumer starts to join again without a generation: the
-        coordinator no longer knew it (a session expired while it was stopped),
-        not an ordinary rebalance, in which a member keeps its generation until
-        the next one.
+        Set when the consumer resets its generation: the coordinator no longer
+        knew it or its generation (a session expired while it was stopped), not
+        an ordinary rebalance, in which a member keeps its generation until the
+        next one.
         """
         dropped, self._dropped = self._dropped, False
         return dropped
@@ -127,7 +127,7 @@ class Fence:
 
     def _watch(self, coordinator: Any) -> None:
         heartbeat, joined = coordinator._do_heartbeat, coordinator._on_join_complete
-        prepare = coordinator._on_join_prepare
+        reset = coordinator.reset_generation
 
         async def timed_heartbeat() -> bool:
             sent, generation = now_s(), coordinator.generation
@@ -141,15 +141,17 @@ class Fence:
             self._answered_at, self._answered_generation = now_s(), generation
             return await joined(generation, *args)
 
-        async def watched_prepare(previous_assignment: Any) -> Any:
-            # Before the revocation it leads to (which runs wipe_if_dropped).
-            if previous_assignment is not None and coordinator.generation < 0:
+        def watched_reset() -> Any:
+            # The coordinator did not know this member or its generation any more (a
+            # heartbeat, a commit or a join refused); also called when it leaves the
+            # group on close, which is no drop.
+            if not coordinator._closing.done():
                 self._dropped = True
-            return await prepare(previous_assignment)
+            return reset()
 
         coordinator._do_heartbeat = timed_heartbeat
         coordinator._on_join_complete = timed_join
-        coordinator._on_join_prepare = watched_prepare
+        coordinator.reset_generation = watched_reset
         self._coordinator = coordinator
         # Already in a generation when first watched: its join was not timed, so the
         # first check waits for the next heartbeat (one heartbeat interval at most).
@@ -165,7 +167,8 @@ def faust_coordinator(app: Any) -> Callable[[], Any]:
 
 
 def wipe_if_dropped(app: Any, fence: Fence) -> list[str]:
-    """On a revocation: if the group had dropped this worker, empty its table databases.
+    """On an assignment, before Faust reads where to recover each table from: if the
+    group had dropped this worker, empty its table databases.
 
     A dropped worker may have written its databases after its partitions went
     to another worker, and stored changelog offsets past that worker's records:

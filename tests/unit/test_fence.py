@@ -28,6 +28,8 @@ class Coordinator:
         self.generation = generation
         self.member = True  # False: the broker dropped this member (a pause too long)
         self.heartbeats = 0
+        self.resets = 0
+        self._closing: asyncio.Future[None] = asyncio.Future(loop=asyncio.new_event_loop())
 
     async def _do_heartbeat(self) -> bool:
         self.heartbeats += 1
@@ -38,8 +40,9 @@ class Coordinator:
     async def _on_join_complete(self, generation: int, *args: Any) -> None:
         self.generation = generation
 
-    async def _on_join_prepare(self, previous_assignment: Any) -> None:
-        self.revoked = previous_assignment
+    def reset_generation(self) -> None:
+        self.generation = -1
+        self.resets += 1
 
 
 @pytest.fixture
@@ -149,21 +152,23 @@ def test_joining_a_generation_counts_as_an_answer(clock: Clock) -> None:
     assert coordinator.heartbeats == 0
 
 
-@pytest.mark.parametrize(
-    ("generation", "previous", "dropped"),
-    [(-1, {"tp"}, True), (5, {"tp"}, False), (-1, None, False)],
-    ids=["dropped", "ordinary-rebalance", "first-join"],
-)
-def test_a_join_without_a_generation_after_an_assignment_means_dropped(
-    clock: Clock, generation: int, previous: Any, dropped: bool
-) -> None:
+def test_a_reset_generation_means_dropped_and_is_reported_once(clock: Clock) -> None:
     coordinator = Coordinator()
     fence = watched(coordinator)
-    coordinator.generation = generation
-    asyncio.run(coordinator._on_join_prepare(previous))
-    assert coordinator.revoked == previous  # the wrapped method still runs
-    assert fence.take_dropped() is dropped
-    assert fence.take_dropped() is False  # reported once
+    assert fence.take_dropped() is False  # an ordinary member, an ordinary rebalance
+    coordinator.reset_generation()  # the coordinator no longer knew this member
+    assert coordinator.resets == 1 and coordinator.generation == -1  # the wrapped one ran
+    assert fence.take_dropped() is True
+    assert fence.take_dropped() is False
+
+
+def test_leaving_the_group_on_close_is_no_drop(clock: Clock) -> None:
+    coordinator = Coordinator()
+    fence = watched(coordinator)
+    coordinator._closing.set_result(None)
+    coordinator.reset_generation()
+    assert coordinator.resets == 1
+    assert fence.take_dropped() is False
 
 
 def test_holds_answers_at_once_whether_the_generation_is_still_current(clock: Clock) -> None:
