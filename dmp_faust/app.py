@@ -123,6 +123,4 @@ metrics = Metrics.create(REGISTRY)
 # Checked by every stage before it writes: a worker dropped from the group (paused past
 # the session timeout) writes nothing when it wakes; see dmp_faust/fence.py.
 fence = Fence(faust_coordinator(app), settings.session_timeout_s)
-
-
 setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY, name_prefix="faust")
