@@ -224,6 +224,61 @@ class Sweeper:
         return expired
 
 
+class Commits:
+    """Faust's commits, made to follow the stages' own next offsets.
+
+    Faust commits, per partition, the offsets it acknowledged in a row since its
+    last commit. The records an :class:`InputGate` read itself (holes, tails)
+    were never Faust's to acknowledge, and a gap it is told of counts only below
+    an offset it acknowledged later: so after a tail read, its committed offset
+    stopped where Faust's deliveries stopped, and consumer lag showed records
+    processed long ago. Telling it of the whole range instead would count its own
+    acknowledgements twice, and a run with a repeated offset ends there.
+
+    So Faust's choice of the offset to commit (``_new_offset``) is wrapped: it
+    commits the stage's next offset where that is further. That offset is safe:
+    the stage wrote it after its output and its tables (rule 1 of
+    docs/RELIABILITY.md). A partition no longer assigned is left to its owner.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.following: dict[Any, int] = {}  # partition -> the stage's next offset
+        self._faust_new_offset = consumer._new_offset
+        consumer._new_offset = self._new_offset
+
+    @classmethod
+    def of(cls, consumer: Any) -> Commits:
+        """The consumer's, made on first use."""
+        commits = getattr(consumer, "_dmp_commits", None)
+        if commits is None:
+            commits = consumer._dmp_commits = cls(consumer)
+        return commits
+
+    def done(self, tp: Any, following: int) -> None:
+        """The stage has processed every record of ``tp`` below ``following``."""
+        if tp in self.consumer.assignment():
+            self.following[tp] = following
+            # Faust looks for offsets to commit only in partitions it has acks of.
+            self.consumer._acked.setdefault(tp, [])
+        else:
+            self.following.pop(tp, None)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        offset = self._faust_new_offset(tp)
+        following = self.following.get(tp)
+        if following is None or (offset is not None and offset >= following):
+            return offset
+        if tp not in self.consumer.assignment():
+            del self.following[tp]
+            return offset
+        # Faust's acknowledgements below it are committed with it.
+        acked, index = self.consumer._acked[tp], self.consumer._acked_index[tp]
+        acked[:] = [o for o in acked if o >= following]
+        index.difference_update([o for o in index if o < following])
+        return following
+
+
 class InputGate:
     """Hands a stage each input record once, in offset order, whatever Faust delivers.
 
@@ -325,7 +380,9 @@ class InputGate:
             async for events in ticks:
                 away = time.monotonic()
                 if events:
-                    yield await self.complete(events, expected, consumer)
+                    ordered = await self.complete(events, expected, consumer)
+                    yield ordered
+                    await self.follow(ordered, expected, consumer)
                 self._busy_s += time.monotonic() - away
                 if self._more or self._clock() - self._checked_at >= QUIET_S:
                     away = time.monotonic()
@@ -334,7 +391,20 @@ class InputGate:
                     self._more = bool(found)
                     if found:
                         yield found
+                        await self.follow(found, expected, consumer)
                     self._busy_s += time.monotonic() - away
+
+    async def follow(
+        self, taken: list[Any], expected: Callable[[int], int | None], consumer: Any
+    ) -> None:
+        """Once a take is processed (the stage's next offsets written), let Faust
+        commit up to the next offset of each of its partitions (:class:`Commits`)."""
+        commits = Commits.of(consumer)
+        name = self.topic.get_topic_name()
+        for partition in {event.message.partition for event in taken}:
+            following = expected(partition)
+            if following is not None:
+                commits.done(TopicPartition(name, partition), following)
 
     def _clock(self) -> float:
         """Seconds that pass only while the stage waits for Faust's next take.

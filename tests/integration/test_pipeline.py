@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -11,7 +12,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.chaos.observe import INPUT_TOPICS, INTAKE_TOPICS
 from tests.integration.conftest import WorkerFactory
 from tests.integration.events import CHROME, GOOGLEBOT, MINUTE, T0, encode, event, expected_windows
 from tests.integration.support import Worker, call, consume, metrics, produce, wait_until
@@ -312,3 +316,62 @@ def test_a_busy_campaign_is_counted_exactly_while_windows_are_swept(module_worke
     body = wait_for_totals(module_worker, campaign, query, len(events), 0, 0)
     assert body["totals"]["unique_users"] == pytest.approx(len(events), rel=0.02)
     assert [w["impressions"] for w in body["windows"]] == [1200, 300]
+
+
+def committed_behind(worker: Worker) -> dict[str, int]:
+    """Per topic a worker's stages read, the end offsets minus what its consumer groups
+    committed, summed over partitions (only topics with something left)."""
+
+    async def run() -> dict[str, int]:
+        partitions = int(worker.env.get("DMP_PARTITIONS", "8"))
+        tps = {
+            topic: [TopicPartition(f"{worker.prefix}.{topic}", p) for p in range(partitions)]
+            for topic in INPUT_TOPICS
+        }
+        admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap)
+        reader = AIOKafkaConsumer(bootstrap_servers=worker.bootstrap)
+        await admin.start()
+        await reader.start()
+        try:
+            behind = {}
+            for topic, parts in tps.items():
+                group = f"{worker.prefix}-intake" if topic in INTAKE_TOPICS else worker.prefix
+                committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+                ends = await reader.end_offsets(parts)
+                # -1: nothing committed (nor anything to commit, on an empty partition)
+                done = {tp: max(committed[tp].offset, 0) for tp in committed}
+                left = sum(ends[tp] - done.get(tp, 0) for tp in parts)
+                if left:
+                    behind[topic] = left
+            return behind
+        finally:
+            await reader.stop()
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def test_consumer_group_commits_reach_the_end_once_drained(make_worker: WorkerFactory) -> None:
+    """Consumer lag on the worker's groups is what operators watch. Faust commits only what
+    it acknowledged in a row, and a stage reads some records itself (the tails Faust
+    leaves after a rebalance or at start): the commits must still follow the stages to
+    the end of every topic, or lag shows records processed long ago (and `make bench`,
+    which waits for the commits, never finished)."""
+    worker = make_worker(DMP_PARTITIONS="4").start()
+    campaign = f"cmp-{uuid.uuid4().hex[:8]}"
+    events = [
+        event(kind, T0 + 30 * MINUTE + i, f"u{i % 40}", campaign)
+        for i, kind in enumerate(["impression"] * 300 + ["click"] * 60)
+    ]
+    produce(worker.bootstrap, f"{worker.prefix}.events.raw", [(None, encode(e)) for e in events])
+    wait_for_totals(worker, campaign, f"?from={T0 + 30 * MINUTE}&to={T0 + 31 * MINUTE}", 300, 60, 0)
+    behind: list[dict[str, int]] = []
+
+    def caught_up() -> bool:
+        behind[:] = [committed_behind(worker)]
+        return not behind[0]
+
+    try:
+        wait_until(caught_up, 60, "the commits to reach the ends")
+    except AssertionError as exc:
+        raise AssertionError(f"committed offsets behind the ends: {behind}") from exc

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from functools import partial
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from faust.transport.consumer import Consumer as FaustConsumer
+from intervaltree import IntervalTree
 
 from dmp_faust import state
 from dmp_faust.domain.batches import DeltaItem, encode_batch
@@ -156,13 +160,43 @@ class FakeTopic:
 
 
 class FakeConsumer:
-    """Faust's consumer, as far as the gate uses it: the holes it is told about."""
+    """Faust's consumer, as far as the gate uses it: its own bookkeeping of acknowledged
+    offsets and holes, and its own rule for the offset it commits (``_new_offset``),
+    with the holes it is told about recorded."""
 
-    def __init__(self) -> None:
+    _new_offset = FaustConsumer._new_offset
+    _faust_add_gap = FaustConsumer._add_gap
+
+    def __init__(self, assigned: tuple[int, ...] = (0, 1, 2, 3, 4, 5)) -> None:
         self.gaps: list[tuple[str, int, int, int]] = []
+        self.assigned = {TopicPartition("t.in", p) for p in assigned}
+        self._acked: defaultdict[Any, list[int]] = defaultdict(list)
+        self._acked_index: defaultdict[Any, set[int]] = defaultdict(set)
+        self._gap: defaultdict[Any, IntervalTree] = defaultdict(IntervalTree)
+        self._committed_offset: defaultdict[Any, int | None] = defaultdict(lambda: None)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def ack(self, partition: int, offset: int) -> None:
+        """Faust's acknowledgement of a record it delivered and the stage processed."""
+        tp = TopicPartition("t.in", partition)
+        committed = self._committed_offset[tp]
+        if (committed is None or offset >= committed) and offset not in self._acked_index[tp]:
+            self._acked_index[tp].add(offset)
+            self._acked[tp].append(offset)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         self.gaps.append((tp.topic, tp.partition, offset_from, offset_to))
+        await self._faust_add_gap(tp, offset_from, offset_to)
+
+    def commit(self, partition: int) -> int | None:
+        """What Faust's next commit of ``partition`` would be (None: none)."""
+        tp = TopicPartition("t.in", partition)
+        offset = self._new_offset(tp)
+        if offset is not None:
+            self._committed_offset[tp] = offset
+        return offset
 
 
 class ReadingGate(InputGate):
@@ -272,25 +306,40 @@ class TailGate(ReadingGate):
         return {p: max(self.log[p], default=-1) + 1 for p in partitions if p in self.log}
 
 
-async def _dropped_after(first: list[Any]) -> AsyncIterator[list[Any]]:
-    """Faust's takes when it dropped what followed ``first``: nothing more, ever."""
+async def _dropped_after(
+    first: list[Any], consumer: FakeConsumer | None = None
+) -> AsyncIterator[list[Any]]:
+    """Faust's takes when it dropped what followed ``first``: nothing more, ever. Asked
+    for the next take, Faust acknowledges the last one's records to ``consumer``."""
     yield first
+    if consumer is not None:
+        for event in first:
+            consumer.ack(event.message.partition, event.message.offset)
     await asyncio.Event().wait()
 
 
 async def _stage(
-    gate: InputGate, takes: AsyncIterator[list[Any]], until: int, work_s: float = 0.0
+    gate: InputGate,
+    takes: AsyncIterator[list[Any]],
+    until: int,
+    work_s: float = 0.0,
+    consumer: FakeConsumer | None = None,
+    commits: list[int | None] | None = None,
 ) -> list[Any]:
     """A stage's loop: take after take, each handled (``work_s``) and written (its next
     offset stored) before the next; what it processed, once partition 3 reached
-    offset ``until``."""
+    offset ``until``. ``commits``: what Faust would commit of partition 3 as each take
+    comes."""
     store = StoredTimes()
     processed: list[Any] = []
     mine = [3]
+    consumer = consumer or FakeConsumer()
     async with aclosing(
-        gate.takes(takes, partial(gate.expected, store), FakeConsumer(), lambda: mine, 20)
+        gate.takes(takes, partial(gate.expected, store), consumer, lambda: mine, 20)
     ) as ordered_takes:
         async for ordered in ordered_takes:
+            if commits is not None:
+                commits.append(consumer.commit(3))
             processed += offsets(ordered)
             await asyncio.sleep(work_s)
             gate.done(store, 3, ordered[-1].message.offset)
@@ -312,6 +361,39 @@ def test_input_gate_reads_the_records_faust_dropped_at_the_end_of_a_partition(
     processed = asyncio.run(asyncio.wait_for(_stage(gate, takes, until=61), 5))
     assert processed == [(3, o) for o in range(61)]
     assert gate.reads == [(3, 3, 23), (3, 23, 43), (3, 43, 61)]
+
+
+def test_faust_commits_follow_the_records_the_gate_read_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust commits only what it acknowledged in a row; the tail the gate read was never
+    Faust's to acknowledge. Without being told, its next commit stays at 3 (or nowhere)
+    for good, and consumer lag shows 58 records that were processed long ago."""
+    monkeypatch.setattr(state, "QUIET_S", 0.05)
+    consumer = FakeConsumer(assigned=(3,))
+    gate = TailGate({3: list(range(61))})
+    takes = _dropped_after([Event(3, 0), Event(3, 1), Event(3, 2)], consumer)
+    commits: list[int | None] = []
+    run = _stage(gate, takes, until=61, consumer=consumer, commits=commits)
+    asyncio.run(asyncio.wait_for(run, 5))
+    # takes 0..2 (Faust's), then 3..22, 23..42 and 43..60 (read by the gate): as each
+    # comes, Faust commits the next offset of the one before
+    assert commits == [None, 3, 23, 43]
+    # and keeps no acknowledgement below what it committed
+    assert consumer._acked[TopicPartition("t.in", 3)] == []
+
+
+def test_faust_is_not_told_of_partitions_it_no_longer_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition that moved away while its take was processed is its new owner's to
+    commit: a commit from here would be refused, and its bookkeeping would linger."""
+    monkeypatch.setattr(state, "QUIET_S", 0.05)
+    consumer = FakeConsumer(assigned=())
+    gate = TailGate({3: list(range(61))})
+    takes = _dropped_after([Event(3, 0), Event(3, 1), Event(3, 2)])
+    asyncio.run(asyncio.wait_for(_stage(gate, takes, until=61, consumer=consumer), 5))
+    assert consumer._acked == {}
 
 
 def test_input_gate_leaves_a_partition_alone_while_faust_delivers_it(
