@@ -382,7 +382,7 @@ class InputGate:
                 if events:
                     ordered = await self.complete(events, expected, consumer)
                     yield ordered
-                    await self.follow(ordered, expected, consumer)
+                    self.follow(ordered, expected, consumer)
                 self._busy_s += time.monotonic() - away
                 if self._more or self._clock() - self._checked_at >= QUIET_S:
                     away = time.monotonic()
@@ -391,10 +391,10 @@ class InputGate:
                     self._more = bool(found)
                     if found:
                         yield found
-                        await self.follow(found, expected, consumer)
+                        self.follow(found, expected, consumer)
                     self._busy_s += time.monotonic() - away
 
-    async def follow(
+    def follow(
         self, taken: list[Any], expected: Callable[[int], int | None], consumer: Any
     ) -> None:
         """Once a take is processed (the stage's next offsets written), let Faust
