@@ -6,6 +6,7 @@ from typing import Any
 
 from faust.web import View
 
+from dmp_faust import capacity
 from dmp_faust.app import app
 from dmp_faust.collect import collect
 from dmp_faust.readiness import readiness, recovering_partitions
@@ -36,6 +37,7 @@ class Health(View):
             "active_partitions": sorted(active_partitions(valid_events)),
             "recovering_partitions": recovering,
             "stages": stages,
+            "capacity": capacity.latest().as_dict(),
         }
         if not ready or failing:
             body.update(error="unavailable", detail=why if not ready else failing)

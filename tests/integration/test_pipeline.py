@@ -295,10 +295,40 @@ def test_health_metrics_and_json_errors(module_worker: Worker) -> None:
     status, body = call("GET", module_worker.url + "/health")
     assert status == 200 and body["status"] == "ok"
     assert body["active_partitions"] == list(range(8))
+    assert set(body["capacity"]) == {
+        "arrival_rate", "service_rate", "utilisation", "expected_sojourn_s"
+    }  # fmt: skip
     samples = metrics(module_worker.url)
     assert any(name.startswith("faust_") for name in samples), "Faust's own sensor is exported"
+    assert "dmp_utilisation" in samples and "dmp_expected_sojourn_seconds" in samples
     status, body = call("GET", module_worker.url + "/no/such/route")
     assert status == 404 and body["error"] == "not_found"
+
+
+def test_capacity_measures_what_arrives_and_what_it_costs(make_worker: WorkerFactory) -> None:
+    """Events arriving over HTTP for a few seconds: /health and the gauges show an arrival
+    rate, a service rate from the CPU time they took, and the M/M/1 figures of the two."""
+    worker = make_worker().start()
+    campaign = f"cmp-{uuid.uuid4().hex[:8]}"
+    for second in range(6):
+        batch = [event("impression", T0 + 40 * MINUTE + second * 100 + i, f"u{i}", campaign)
+                 for i in range(100)]  # fmt: skip
+        assert send_http(worker, batch)[0] == 202
+        time.sleep(1)
+
+    def measured() -> dict[str, Any] | None:
+        found = call("GET", worker.url + "/health")[1]["capacity"]
+        return found if found["utilisation"] is not None and found["arrival_rate"] > 0 else None
+
+    capacity = wait_until(measured, 30, "the capacity figures")
+    assert capacity["service_rate"] > 0
+    assert capacity["utilisation"] == pytest.approx(
+        capacity["arrival_rate"] / capacity["service_rate"], rel=1e-3
+    )
+    if capacity["utilisation"] < 1:
+        expected = 1 / (capacity["service_rate"] - capacity["arrival_rate"])
+        assert capacity["expected_sojourn_s"] == pytest.approx(expected, rel=1e-3)
+    assert metrics(worker.url)["dmp_utilisation"] > 0
 
 
 def test_a_busy_campaign_is_counted_exactly_while_windows_are_swept(module_worker: Worker) -> None:

@@ -1,0 +1,59 @@
+"""The worker's capacity figures, sampled once a second (model: :mod:`dmp_faust.domain.capacity`).
+
+lambda is the events received (``dmp_events_received_total``, both sources);
+mu is the events the pipeline finished (accepted, invalid, duplicate or bot)
+per second of the process's CPU time (user and system, every thread: Faust's
+consumer thread and the web server included). They are shown in ``GET
+/health`` under ``capacity`` and as the gauges ``dmp_utilisation`` (NaN until
+measured) and ``dmp_expected_sojourn_seconds`` (NaN until measured, +Inf at a
+utilisation of 1 or more).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from dmp_faust.app import app, metrics
+from dmp_faust.domain.capacity import Capacity, CapacityMeter
+
+meter = CapacityMeter()
+utilisation = Gauge(
+    "dmp_utilisation", "Arrival rate over service rate (M/M/1 rho)", registry=REGISTRY
+)
+sojourn = Gauge(
+    "dmp_expected_sojourn_seconds",
+    "M/M/1 expected time in the worker, 1 / (mu - lambda)",
+    registry=REGISTRY,
+)
+utilisation.set(math.nan)
+sojourn.set(math.nan)
+
+
+def total(counters: Iterable[Counter]) -> float:
+    """The sum of the counters' ``_total`` samples, over every label."""
+    return sum(
+        sample.value
+        for counter in counters
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def latest() -> Capacity:
+    return meter.current()
+
+
+@app.timer(1.0)
+async def sample_capacity() -> None:
+    served = total([metrics.accepted, metrics.invalid, metrics.duplicate, metrics.bot])
+    now = meter.sample(time.monotonic(), total([metrics.received]), served, time.process_time())
+    utilisation.set(math.nan if now.utilisation is None else now.utilisation)
+    if now.expected_sojourn_s is not None:
+        sojourn.set(now.expected_sojourn_s)
+    else:
+        sojourn.set(math.inf if now.utilisation is not None else math.nan)
