@@ -33,6 +33,7 @@ class BenchConfig:
     campaigns: int = 20
     partitions: int = 8
     latency_seconds: float = 20.0
+    capacity_seconds: float = 20.0
     seed: int = 1
     timeout_s: float = 0.0
     stall_s: float = 300.0
@@ -64,6 +65,7 @@ class BenchConfig:
             campaigns=int(number("BENCH_CAMPAIGNS", cls.campaigns, 1)),
             partitions=int(number("BENCH_PARTITIONS", cls.partitions, 1)),
             latency_seconds=number("BENCH_LATENCY_SECONDS", cls.latency_seconds, 1, float),
+            capacity_seconds=number("BENCH_CAPACITY_SECONDS", cls.capacity_seconds, 0, float),
             seed=int(number("BENCH_SEED", cls.seed, 0)),
             timeout_s=number("BENCH_TIMEOUT_S", cls.timeout_s, 0, float),
             stall_s=number("BENCH_STALL_S", cls.stall_s, 10, float),

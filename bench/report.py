@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bench.capacity import LoadPoint
 from bench.config import BenchConfig, Machine
 from bench.latency import Latency
 from bench.load import LoadResult
@@ -44,6 +45,12 @@ the raw topic and measures, on that same topic:
   agents, the table write, and up to one polling interval plus an HTTP round
   trip. "missing" events were not visible 60 s after the last send; the
   phase's accounting is the difference of `/metrics` before and after it.
+- **capacity**: the same measurement at 30, 50, 70 and 90 % of the pipeline
+  rate, `BENCH_CAPACITY_SECONDS` (default 20) each, every one after the
+  worker drained what the one before left; beside each, the worker's own
+  utilisation rho and the M/M/1 expected time in the worker W from its
+  `GET /health` (read every second; the last reading before the sending
+  ended). See the capacity section below the table.
 - **rss**: the worker's peak resident set (`VmHWM` in `/proc/<pid>/status`)
   after the load and the latency phase; "profiles" is the worker's
   `dmp_profiles` gauge (canonical profiles held). `BENCH_PROFILES` sets the
@@ -62,6 +69,26 @@ the raw topic and measures, on that same topic:
 
 Events come from the generator's core (`dmp_faust.generator.generate_events`):
 the mix of `make demo`, event times from 2021-03-01 advancing 1 ms per event.
+"""
+
+
+CAPACITY_NOTE = """### Reading the capacity table
+
+rho and W are the worker's own figures (`dmp_faust/capacity.py`): lambda is
+the events received a second, mu the events finished per second of the
+process's CPU time, both weighted over about 30 s. The model takes one
+server, Poisson arrivals and exponential service of single events. The
+worker departs from it in three ways. It serves micro-batches (a take of up
+to 64 records, gathered for at most 20 ms), so an event waits for its batch,
+and a batch costs less per event than one event alone: mu grows with the
+load. Its CPU time is that of every thread, Faust's consumer thread and the
+web server included. And the measured latency also holds three Kafka hops,
+a 50 ms poll of the view and an HTTP round trip, which W leaves out. So at low
+load the measured latency is a floor of hops and batching that W does not
+see; the model says something only near its limit, where W and the
+measured latency both grow, and past the worker's capacity for live traffic
+(rho at or above 1) the queue grows for as long as the load lasts: no
+steady state, and no W.
 """
 
 
@@ -132,6 +159,7 @@ class Results:
     recovery_s: float
     crashes: list[str]
     scaling: list[Layout] = field(default_factory=list)
+    capacity: list[LoadPoint] = field(default_factory=list)
 
 
 def table(config: BenchConfig, machine: Machine, results: Results) -> str:
@@ -273,12 +301,36 @@ def scaling_table(layouts: list[Layout]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def capacity_table(points: list[LoadPoint]) -> str:
+    if not points:
+        return "(not run: BENCH_CAPACITY_SECONDS=0)\n"
+    lines = [
+        "| offered load | rate | drained before | rho (/health) | W predicted (M/M/1) "
+        "| latency mean | p50 | p99 | missing |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for point in points:
+        rho = point.capacity.get("utilisation")
+        predicted = point.predicted_ms
+        lines.append(
+            f"| {point.share:.0%} | {point.latency.rate:,.0f} ev/s | "
+            f"{point.drained_before_s:.1f} s | {'n/a' if rho is None else f'{rho:.2f}'} | "
+            f"{'unbounded (rho >= 1)' if predicted is None else f'{predicted:.1f} ms'} | "
+            f"{_ms(point.mean_ms)} ms | {_ms(point.latency.percentile(0.5))} ms | "
+            f"{_ms(point.latency.percentile(0.99))} ms | {point.latency.missing} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def results_markdown(config: BenchConfig, machine: Machine, results: Results) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = table(config, machine, results)
     scaling = scaling_table(results.scaling)
+    capacity = capacity_table(results.capacity)
     return (
         f"{HEADER}\n## Last run ({when})\n\n{body}\n{summary_line(results)}\n\n"
+        f"## Capacity: the M/M/1 model against the latency measured (this run)\n\n"
+        f"{capacity}\n{CAPACITY_NOTE}\n"
         f"## Scaling (this run)\n\n{scaling}\n{SCALING_NOTE}"
     )
 

@@ -35,6 +35,7 @@ from types import FrameType
 
 import aiohttp
 
+from bench.capacity import measure_capacity
 from bench.config import BenchConfig, ConfigError, Machine
 from bench.latency import measure_latency
 from bench.load import audience_events, bench_events, load_events, provision
@@ -139,6 +140,18 @@ async def _measure(config: BenchConfig, worker: WorkerProcess) -> Results:
         rate = max(1.0, pipeline.rate / 2)
         say(f"latency: {config.latency_seconds:g} s of live events at {rate:,.0f} ev/s")
         latency = await measure_latency(session, worker, topic, rate, config.latency_seconds)
+        capacity = []
+        if config.capacity_seconds:
+            say(f"capacity: {config.capacity_seconds:g} s at each of 30, 50, 70, 90 % of the rate")
+            capacity = await measure_capacity(
+                session, worker, topic, pipeline.rate, config.capacity_seconds
+            )
+            for point in capacity:
+                say(
+                    f"capacity: {point.share:.0%}: p50 {point.latency.percentile(0.5):.0f} ms, "
+                    f"rho {point.capacity.get('utilisation')}, "
+                    f"W {point.capacity.get('expected_sojourn_s')} s"
+                )
         memory = worker.memory_kib()
         profiles = int((await worker.metrics(session)).get("dmp_profiles", 0))
         audience = await _audience(config, session, worker, topic)
@@ -148,8 +161,9 @@ async def _measure(config: BenchConfig, worker: WorkerProcess) -> Results:
     if crashes:
         say(f"warning: {len(crashes)} agent crashes in the worker log (BENCH_KEEP=1 keeps it)")
     return Results(
-        load, ceiling, pipeline, latency, memory, profiles, audience, recovery_s, crashes
-    )
+        load, ceiling, pipeline, latency, memory, profiles, audience, recovery_s, crashes,
+        capacity=capacity,
+    )  # fmt: skip
 
 
 async def _audience(
