@@ -75,15 +75,16 @@ the mix of `make demo`, event times from 2021-03-01 advancing 1 ms per event.
 CAPACITY_NOTE = """### Reading the capacity table
 
 rho and W are the worker's own figures (`dmp_faust/capacity.py`): lambda is
-the events received a second, mu the events finished per second of the
-process's CPU time, both weighted over about 30 s. The model takes one
+the events received a second, mu the events finished per second of CPU time
+of the event loop's thread, both weighted over about 30 s. The model takes one
 server, Poisson arrivals and exponential service of single events. The
 worker departs from it in three ways. It serves micro-batches (a take of up
 to 64 records, gathered for at most 20 ms), so an event waits for its batch,
 and a batch costs less per event than one event alone: mu grows with the
-load. Its CPU time is that of every thread, Faust's consumer thread and the
-web server included. And the measured latency also holds three Kafka hops,
-a 50 ms poll of the view and an HTTP round trip, which W leaves out. So at low
+load. Faust's consumer thread fetches beside the event loop and competes with
+it for the interpreter, which the model does not see. And the measured
+latency also holds three Kafka hops, a 50 ms poll of the view and an HTTP
+round trip, which W leaves out. So at low
 load the measured latency is a floor of hops and batching that W does not
 see; the model says something only near its limit, where W and the
 measured latency both grow, and past the worker's capacity for live traffic

@@ -2,8 +2,10 @@
 
 lambda is the events received (``dmp_events_received_total``, both sources);
 mu is the events the pipeline finished (accepted, invalid, duplicate or bot)
-per second of the process's CPU time (user and system, every thread: Faust's
-consumer thread and the web server included). They are shown in ``GET
+per second of CPU time of the event loop's thread, the one "server" every
+stage, view and the intake share (Faust's consumer thread, which fetches
+beside it, is left out: measured with it, rho stayed below 1 while the
+latency grew without bound). They are shown in ``GET
 /health`` under ``capacity`` and as the gauges ``dmp_utilisation`` (NaN until
 measured) and ``dmp_expected_sojourn_seconds`` (NaN until measured, +Inf at a
 utilisation of 1 or more).
@@ -50,8 +52,9 @@ def latest() -> Capacity:
 
 @app.timer(1.0)
 async def sample_capacity() -> None:
+    """Runs on the event loop's thread: ``thread_time`` is that thread's CPU time."""
     served = total([metrics.accepted, metrics.invalid, metrics.duplicate, metrics.bot])
-    now = meter.sample(time.monotonic(), total([metrics.received]), served, time.process_time())
+    now = meter.sample(time.monotonic(), total([metrics.received]), served, time.thread_time())
     utilisation.set(math.nan if now.utilisation is None else now.utilisation)
     if now.expected_sojourn_s is not None:
         sojourn.set(now.expected_sojourn_s)

@@ -2,13 +2,12 @@
 
 Events arrive at a worker at a rate lambda (events received a second) and
 are served at a rate mu while it is busy (events finished per second of
-CPU time the worker spent). Under the M/M/1 model (Poisson arrivals,
+busy time: the CPU time of the thread that serves them). Under the M/M/1 model (Poisson arrivals,
 exponential service, one server), the utilisation is rho = lambda / mu and
 the expected time an event spends in the system is W = 1 / (mu - lambda),
 finite only while rho < 1. A worker's service is not exponential (it works
-in micro-batches) and its "server" is a process with more than one thread;
-``bench/RESULTS.md`` puts W beside the latency measured to show how far the
-model carries.
+in micro-batches); ``bench/RESULTS.md`` puts W beside the latency measured
+to show how far the model carries.
 
 Both rates are exponentially weighted over the samples (half-life
 ``half_life_s``): sums of what arrived, what was served, the time passed and
