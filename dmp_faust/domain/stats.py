@@ -72,14 +72,8 @@ def gamma_tails(a: float, x: float) -> tuple[float, float]:
     d = 1.0 / b
     h = d
     for i in range(1, _MAX_ITER):
-        an = -i * (i - a)
         b += 2.0
-        d = an * d + b
-        d = _TINY if abs(d) < _TINY else d
-        c = b + an / c
-        c = _TINY if abs(c) < _TINY else c
-        d = 1.0 / d
-        delta = d * c
+        d, c, delta = _lentz(d, c, -i * (i - a), b)
         h *= delta
         if abs(delta - 1.0) < _EPS:
             break
@@ -113,24 +107,24 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, _MAX_ITER):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = _TINY if abs(d) < _TINY else d
-        c = 1.0 + aa / c
-        c = _TINY if abs(c) < _TINY else c
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = _TINY if abs(d) < _TINY else d
-        c = 1.0 + aa / c
-        c = _TINY if abs(c) < _TINY else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
+        d, c, even = _lentz(d, c, m * (b - m) * x / ((qam + m2) * (a + m2)), 1.0)
+        h *= even
+        d, c, odd = _lentz(d, c, -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), 1.0)
+        h *= odd
+        if abs(odd - 1.0) < _EPS:
             break
     return h
+
+
+def _lentz(d: float, c: float, a_n: float, b_n: float) -> tuple[float, float, float]:
+    """One step of the modified Lentz method through the term ``a_n / (b_n + ...)`` of a
+    continued fraction: the next ``d`` and ``c``, and the factor the value changes by."""
+    d = a_n * d + b_n
+    d = _TINY if abs(d) < _TINY else d
+    c = b_n + a_n / c
+    c = _TINY if abs(c) < _TINY else c
+    d = 1.0 / d
+    return d, c, d * c
 
 
 def _split(less: float, more: float, point: float, u: float) -> Tails:
