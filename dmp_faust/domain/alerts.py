@@ -22,11 +22,11 @@ included (a campaign that goes silent is a drop). For each window it
    ``open_after`` anomalous windows in a row in its direction and resolves
    after ``resolve_after`` windows in a row that are not (hysteresis);
 4. **learns** from every window that was not anomalous. A lasting level shift
-   would keep every window anomalous and nothing would be learnt: so after
-   ``shift_after`` anomalous windows in a row in an incident's direction the
-   level is set to their mean, and the incident resolves ``resolve_after``
-   windows later. An alert thus stops within ``open_after + shift_after +
-   resolve_after`` windows of a lasting shift.
+   would keep the windows anomalous and little would be learnt: so once an
+   incident has been open for ``shift_after`` windows, their mean becomes the
+   level, and the incident resolves ``resolve_after`` windows later. An alert
+   thus stops within ``open_after + shift_after + resolve_after`` windows of a
+   lasting shift, unless the new level is itself anomalous.
 
 The random split of each tail comes from a hash of the campaign, the metric
 and the window (:func:`~dmp_faust.domain.stats.uniform_of`), and everything
