@@ -187,4 +187,6 @@ def wipe_if_dropped(app: Any, fence: Fence) -> list[str]:
     recovery = app.tables.recovery
     recovery.active_offsets.clear()  # or Faust would resume from where it had read
     recovery.standby_offsets.clear()
+    for buffered in recovery.buffers.values():
+        buffered.clear()  # changelog records read before: never applied to what was emptied
     return emptied

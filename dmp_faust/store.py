@@ -109,7 +109,7 @@ class EpochStore(RocksDBStore):
             offsets[message.tp] = max(message.offset, offsets.get(message.tp, -1))
             partition = message.partition
             if partition not in epochs:
-                epochs[partition] = Epochs(self.epoch(partition))
+                epochs[partition] = self._epochs_from(message)
             if message.key == EPOCH_KEY:  # generations started again (TableWrites.commit)
                 epochs[partition].restart(decode_epoch(message.value))
                 continue
@@ -133,6 +133,20 @@ class EpochStore(RocksDBStore):
             self._db_for_partition(partition).write(write)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
+
+    def _epochs_from(self, message: Any) -> Epochs:
+        """How to judge a partition's records from ``message`` on: from the epoch its
+        database holds, unless the database already holds this record (its stored
+        offset is at or past it). Then the changelog is being read again from an
+        earlier point, and the stored epoch belongs to records that come later:
+        judged by it, every record before them would be skipped. That happened after
+        a wipe (``make test``, the short chaos run): changelog records Faust had
+        buffered before the wipe were applied after it, and the rebuild from the
+        start skipped 37 records of a window table, a whole campaign."""
+        stored = self.persisted_offset(message.tp)
+        if stored is not None and message.offset <= stored:
+            return Epochs(-1)
+        return Epochs(self.epoch(message.partition))
 
     def wipe(self) -> list[int]:
         """Empty every partition database this worker opened; return their numbers.

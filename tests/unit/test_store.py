@@ -128,3 +128,21 @@ def test_a_worker_dropped_from_the_group_empties_its_databases(app: Any, store: 
     assert list(store._db_for_partition(0).keys()) == []  # Faust's offset, the epoch too
     assert store.persisted_offset(TP(TOPIC, 0)) is None  # recovered from the start
     assert store.epoch(0) == -1
+
+
+def test_a_changelog_read_again_from_the_start_is_judged_anew(store: EpochStore) -> None:
+    """After a wipe, records Faust had buffered from the middle of the changelog (later
+    generations) were applied first, then the rebuild read it from the start: judged by
+    the epoch those stale records left, every earlier record was skipped."""
+    log = [record(n, b"k%02d" % n, b"v%d" % n, 3 + n // 15) for n in range(46)]  # epochs 3..6
+    apply(store, *log[37:])  # the stale batch, applied to the emptied database
+    assert store.epoch(0) == 6
+    apply(store, *log)  # the rebuild from the start
+    assert visible(store) == {b"k%02d" % n: b"v%d" % n for n in range(46)}
+    assert store.epoch(0) == 6
+
+
+def test_recovery_from_the_stored_offset_still_skips_late_records(store: EpochStore) -> None:
+    apply(store, record(0, b"a", b"1", 4), record(1, b"a", b"2", 5))
+    apply(store, record(2, b"a", b"late", 4), record(3, b"b", b"x", 5))  # from offset 2 on
+    assert visible(store) == {b"a": b"2", b"b": b"x"}
