@@ -6,6 +6,10 @@ its expiry bookkeeping after recovery, while retention here is measured in
 stream time (see :mod:`dmp_faust.domain.windows`). Up to 64 batch records
 are taken at once and folded in memory; every window they touch is read
 once and written once (:mod:`dmp_faust.bulk`).
+
+The same stage judges each closed window for anomalies
+(:mod:`dmp_faust.alerting`), before it folds the item whose event time closed
+it, and sends the incidents to ``dmp.alerts`` before it writes its tables.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from dmp_faust import alerting
 from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S
 from dmp_faust.bulk import TableWrites
@@ -31,6 +36,7 @@ from dmp_faust.domain.windows import (
 from dmp_faust.readiness import settled_partitions
 from dmp_faust.state import InputGate, StreamClock, Sweeper, header, take_runs
 from dmp_faust.topics import campaign_events
+from tables.campaign_alerts import campaign_alerts
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
@@ -55,6 +61,7 @@ class _Partition:
 
     windows: TableWrites  # of campaign_windows
     times: TableWrites  # of stream_times
+    alerts: alerting.PartitionAlerts  # of campaign_alerts
     stream_time: int | None
     next_offset: int | None  # of the next input record to process (see InputGate)
     processed: bool = False
@@ -81,15 +88,28 @@ async def _take(run: list[Any]) -> None:
         source_id, _ = decode_source(header(event.message.headers, SOURCE_HEADER))
         _fold(part, partition, source_id, decode_campaign(event.value))
         await asyncio.sleep(0)  # one record at a time: let heartbeats and requests in
+    records = alerting.new_records()
     for partition, part in taken.items():
         if not part.processed or part.next_offset is None:
             continue
+        for change in part.alerts.changes:
+            records.add(partition, *alerting.alert_record(change))
         for key in part.changed:
             part.windows.put(key, part.touched[key].to_bytes())
         if part.stream_time is not None:
             clock.advance(part.times, partition, part.stream_time)
         gate.done(part.times, partition, part.next_offset - 1)
-    # A worker dropped from the group writes nothing (dmp_faust/fence.py).
+    # A worker dropped from the group writes nothing (dmp_faust/fence.py). The incidents
+    # go out first, then the alerts table, then the windows: a crash before the alerts
+    # are written judges the same windows again, with the same counts (the take's folds
+    # after a judgement are not in the windows table yet); once they are written, the
+    # replayed records find those windows judged, whatever was folded since.
+    if len(records):
+        await fence.check(generation)
+        await records.send()
+        for part in taken.values():
+            alerting.count(part.alerts.changes)
+    await fence.write(generation, [part.alerts.store for part in taken.values()])
     await fence.write(generation, [part.windows for part in taken.values()])
     await fence.write(generation, [part.times for part in taken.values()])  # the gate last
 
@@ -105,6 +125,7 @@ def _open(taken: dict[int, _Partition], partition: int) -> _Partition:
     taken[partition] = _Partition(
         TableWrites(app, campaign_windows, partition),
         times,
+        alerting.PartitionAlerts(TableWrites(app, campaign_alerts, partition), partition),
         clock.get(times, partition),
         gate.expected(times, partition),
     )
@@ -114,7 +135,10 @@ def _open(taken: dict[int, _Partition], partition: int) -> _Partition:
 def _fold(part: _Partition, partition: int, source_id: int, items: list[CampaignItem]) -> None:
     """Fold one record's items into their windows (each read once per take)."""
     for item in items:
-        part.stream_time = stream_time = advance_stream_time(part.stream_time, item.ts)
+        stream_time = advance_stream_time(part.stream_time, item.ts)
+        if stream_time >= part.alerts.next_due:  # judged before this item counts
+            part.alerts.advance(stream_time, partial(_counts, part))
+        part.stream_time = stream_time
         for expired in sweeper.tick(partition, stream_time, part.windows):
             part.touched.pop(expired, None)
             part.changed.discard(expired)
@@ -126,7 +150,21 @@ def _fold(part: _Partition, partition: int, source_id: int, items: list[Campaign
         key = window_key(item.campaign_id, start).encode()
         if key not in part.touched:
             part.touched[key] = WindowStats.from_bytes(part.windows.get(key))
+            part.alerts.see(item.campaign_id, start)
         if part.touched[key].apply_once(
             (source_id, item.position), item.type, item.profile_id, item.revenue
         ):
             part.changed.add(key)
+
+
+def _counts(part: _Partition, campaign_id: str, start: int) -> dict[str, int]:
+    """A window's counts as the take sees them (its folds so far included)."""
+    key = window_key(campaign_id, start).encode()
+    stats = part.touched.get(key)
+    if stats is None:
+        stats = WindowStats.from_bytes(part.windows.get(key))
+    return {
+        "impressions": stats.impressions,
+        "clicks": stats.clicks,
+        "conversions": stats.conversions,
+    }

@@ -8,7 +8,9 @@ beside it, is left out: measured with it, rho stayed below 1 while the
 latency grew without bound). They are shown in ``GET
 /health`` under ``capacity`` and as the gauges ``dmp_utilisation`` (NaN until
 measured) and ``dmp_expected_sojourn_seconds`` (NaN until measured, +Inf at a
-utilisation of 1 or more).
+utilisation of 1 or more). A utilisation above ``DMP_ALERT_CAPACITY_RHO`` for
+``DMP_ALERT_CAPACITY_FOR_S`` opens a capacity incident on ``dmp.alerts``
+(:class:`dmp_faust.domain.alerts.CapacityWatch`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ from collections.abc import Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from dmp_faust.app import app, metrics
+from dmp_faust import alerting
+from dmp_faust.app import app, metrics, settings
+from dmp_faust.batching import partition_for
+from dmp_faust.clock import wall_ms
+from dmp_faust.domain.alerts import CapacityWatch
 from dmp_faust.domain.capacity import Capacity, CapacityMeter
+from dmp_faust.readiness import own_url
 
 meter = CapacityMeter()
+watch = CapacityWatch(own_url(), settings.alert_capacity_rho, 1000 * settings.alert_capacity_for_s)
 utilisation = Gauge(
     "dmp_utilisation", "Arrival rate over service rate (M/M/1 rho)", registry=REGISTRY
 )
@@ -60,3 +68,10 @@ async def sample_capacity() -> None:
         sojourn.set(now.expected_sojourn_s)
     else:
         sojourn.set(math.inf if now.utilisation is not None else math.nan)
+    change = watch.sample(wall_ms(), now.utilisation, now.as_dict())
+    if change is not None:
+        alerting.keep_capacity(change)
+        records = alerting.new_records()
+        key, value = alerting.alert_record(change)
+        records.add(partition_for(watch.worker), key, value)
+        await records.send()

@@ -3,7 +3,14 @@
 Starts the local Kafka broker, one worker and the synthetic event generator,
 prints the URLs to open, and on Ctrl-C stops the generator, then the worker,
 then the broker. ``DMP_DEMO_RATE`` sets the generator's events per second
-(default 200; 0 for as fast as it can).
+(default 50).
+
+So that alerts have a history to learn from, the generator first sends
+:data:`BACKFILL_MINUTES` of past traffic, 30 times faster than the clock,
+then goes on live. It injects a labelled anomaly: campaign ``cmp-002`` sends
+nothing from minute :data:`ANOMALY_AT` of that history for 8 minutes, which
+``GET /alerts`` shows as an impressions drop about three minutes after the
+start.
 """
 
 from __future__ import annotations
@@ -23,13 +30,17 @@ from dmp_faust import kafka_local
 from dmp_faust.settings import Settings
 
 HEALTH_TIMEOUT_S = 120
+BACKFILL_MINUTES = 70  # more than the detector's warm-up (60 windows), plus the settle delay
+ANOMALY_AT = 66  # minute of the history at which cmp-002 goes silent
 
 
 def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[-1])
     kafka_dir = settings.data_dir / "kafka"
-    rate = os.environ.get("DMP_DEMO_RATE", "200")
+    rate = os.environ.get("DMP_DEMO_RATE", "50")
+    if not rate.replace(".", "", 1).isdigit() or float(rate) <= 0:
+        raise SystemExit(f"demo: DMP_DEMO_RATE={rate!r}: events a second, above 0")
     print(f"demo: starting Kafka on port {port} (data in {kafka_dir}) ...", flush=True)
     broker = kafka_local.start(port, kafka_dir)
     env = {**_plaintext(os.environ), "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}
@@ -39,7 +50,8 @@ def main(argv: list[str]) -> int:
         children.append(worker)
         base = f"http://localhost:{settings.web_port}"
         _wait_healthy(base, worker)
-        children.append(_spawn(["generate", "--rate", rate, *argv], env, None))
+        history = ["--backfill-minutes", str(BACKFILL_MINUTES), "--anomaly-at", str(ANOMALY_AT)]
+        children.append(_spawn(["generate", "--rate", rate, *history, *argv], env, None))
         _print_urls(base, settings.data_dir)
         _wait_for_interrupt(children)
     except KeyboardInterrupt:
@@ -92,6 +104,8 @@ def _print_urls(base: str, data_dir: Path) -> None:
 demo: running. Open:
   {base}/campaigns/cmp-001/stats     campaign statistics, last hour of stream time
   {base}/campaigns/cmp-002/stats?from=<RFC 3339>&to=<RFC 3339>
+  {base}/alerts                       anomaly alerts (the labelled anomaly: cmp-002 goes
+                                      silent for 8 minutes, shown in about 3 minutes)
   {base}/metrics                      Prometheus metrics
   {base}/health                       worker health
 worker log: {data_dir / "demo-worker.log"}

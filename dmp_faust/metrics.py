@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dmp_faust.domain.alerts import ALERT_METRICS, DIRECTIONS
 from dmp_faust.domain.events import REASONS
 
 SOURCES = ("kafka", "http")
@@ -37,6 +38,7 @@ class Metrics:
     bot: Counter
     latency: Histogram
     expired_window_events: Counter
+    alerts: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -76,12 +78,22 @@ class Metrics:
                 "Accepted campaign events whose window had already expired in the stats stage",
                 registry=registry,
             ),
+            alerts=Counter(
+                "dmp_alerts",
+                "Incidents opened, by metric and direction",
+                ["metric", "direction"],
+                registry=registry,
+            ),
         )
         # Export every label value from the start, so a dashboard sees zeros, not gaps.
         for source in SOURCES:
             metrics.received.labels(source)
         for reason in REASONS:
             metrics.invalid.labels(reason)
+        for metric in ALERT_METRICS:
+            for direction in DIRECTIONS:
+                if metric != "capacity" or direction == "spike":
+                    metrics.alerts.labels(metric, direction)
         return metrics
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dmp_faust.domain.alerts import AlertSettings
 from dmp_faust.domain.routing import derive_secret
 from dmp_faust.domain.watermarks import MAX_PARTITIONS
 
@@ -78,6 +79,12 @@ class Settings:
     retention_ms: int = DAY_MS
     window_ms: int = MINUTE_MS
     default_range_ms: int = HOUR_MS
+    # Anomaly alerts (DMP_ALERT_*; see the README and docs/ANALYSIS.md)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    alert_settle_ms: int = 2 * MINUTE_MS
+    alert_max_campaigns: int = 10_000
+    alert_capacity_rho: float = 0.8
+    alert_capacity_for_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +108,18 @@ class Settings:
                     f"{name}={value} must be between {minimum} and {maximum}"
                     + (f": {why}" if why else "")
                 )
+            return value
+
+        def real(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a number") from None
+            if not minimum <= value <= maximum:
+                raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
             return value
 
         guarantee = text("DMP_PROCESSING_GUARANTEE", cls.processing_guarantee)
@@ -145,6 +164,11 @@ class Settings:
                 "retry seconds later would count as a new event",
             ),
             retention_ms=number("DMP_RETENTION_MS", cls.retention_ms, MINUTE_MS),
+            alerts=_alert_settings(number, real),
+            alert_settle_ms=1000 * number("DMP_ALERT_SETTLE_S", cls.alert_settle_ms // 1000, 0),
+            alert_max_campaigns=number("DMP_ALERT_MAX_CAMPAIGNS", cls.alert_max_campaigns),
+            alert_capacity_rho=real("DMP_ALERT_CAPACITY_RHO", cls.alert_capacity_rho, 0.01, 10),
+            alert_capacity_for_s=number("DMP_ALERT_CAPACITY_FOR_S", cls.alert_capacity_for_s),
         )
 
     @property
@@ -247,6 +271,35 @@ class Settings:
                 f"{self.kafka_ssl_keyfile}: {exc}"
             ) from None
         return context
+
+
+def _alert_settings(number: Callable[..., int], real: Callable[..., float]) -> AlertSettings:
+    """The detector's knobs from ``DMP_ALERT_*`` (see :class:`AlertSettings`)."""
+    base = AlertSettings()
+    try:
+        return AlertSettings(
+            alpha=real("DMP_ALERT_ALPHA", base.alpha, 1e-12, 0.5),
+            open_after=number("DMP_ALERT_OPEN_AFTER", base.open_after, 1, 1440),
+            resolve_after=number("DMP_ALERT_RESOLVE_AFTER", base.resolve_after, 1, 1440),
+            shift_after=number("DMP_ALERT_SHIFT_AFTER", base.shift_after, 1, 10080),
+            warmup_windows=number("DMP_ALERT_WARMUP_WINDOWS", base.warmup_windows, 1),
+            min_expected=real("DMP_ALERT_MIN_EXPECTED", base.min_expected, 0, 1e9),
+            half_life_windows=real("DMP_ALERT_HALF_LIFE_WINDOWS", base.half_life_windows, 1, 1e6),
+            dispersion_threshold=real(
+                "DMP_ALERT_DISPERSION_THRESHOLD", base.dispersion_threshold, 1, 1e6
+            ),
+            season_after_windows=number(
+                "DMP_ALERT_SEASON_AFTER_WINDOWS", base.season_after_windows, 1
+            ),
+            ctr_min_impressions=number(
+                "DMP_ALERT_CTR_MIN_IMPRESSIONS", base.ctr_min_impressions, 1
+            ),
+        )
+    except ValueError as exc:  # a combination: name the variables, not the fields
+        message = str(exc)
+        for name in sorted(AlertSettings.__dataclass_fields__, key=len, reverse=True):
+            message = message.replace(name, f"DMP_ALERT_{name.upper()}")
+        raise SettingsError(message.replace("DMP_ALERT_DMP_ALERT_", "DMP_ALERT_")) from None
 
 
 def _kafka_security(env: Mapping[str, str]) -> dict[str, Any]:

@@ -12,7 +12,9 @@ Internal repartition topics, read and written by dmp-faust only:
   concern (see :mod:`dmp_faust.domain.identity`);
 * ``segments.deltas``: +1/-1 per segment entered/exited, keyed by segment.
 
-Public too: ``segments.changes``, the enter/exit records, keyed by profile id.
+Public too: ``segments.changes``, the enter/exit records, keyed by profile id;
+``alerts``, a record when an incident opens and one when it resolves, keyed
+by campaign id (a capacity alert by the worker's URL).
 
 All are declared (created with ``DMP_PARTITIONS`` partitions when missing)
 before the pipeline processes its first event.
@@ -43,6 +45,7 @@ dead_letters = _topic("events.dlq")
 profile_commands = _topic("profiles.in")
 segment_changes = _topic("segments.changes")
 segment_deltas = _topic("segments.deltas")
+alerts = _topic("alerts")
 
 # Header on raw records produced by ``POST /collect``: the value is b"http".
 ORIGIN_HEADER = "dmp-source"
@@ -56,6 +59,7 @@ ALL_TOPICS = (
     profile_commands,
     segment_changes,
     segment_deltas,
+    alerts,
 )
 
 

@@ -144,6 +144,12 @@ async def _proxy(request: Any, table: Any, url: str, path_qs: str) -> web.Respon
     raise unavailable(f"the lookup followed more than {MAX_CONTINUATIONS} links")
 
 
+async def ask(request: Any, url: str, path_qs: str) -> tuple[int, bytes]:
+    """The answer of ``url``, a member of the cluster, to ``path_qs`` (routed: one hop)."""
+    status, body, _, _ = await _forward(request, url, path_qs)
+    return status, body
+
+
 async def _forward(request: Any, url: str, path_qs: str) -> tuple[int, bytes, str, Any]:
     headers = {
         name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers

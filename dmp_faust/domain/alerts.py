@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final, Literal
@@ -59,6 +59,7 @@ WINDOW_MS: Final = 60_000
 HOURS_OF_WEEK: Final = 7 * 24
 COUNT_METRICS: Final = ("impressions", "clicks", "conversions")
 CTR: Final = "ctr"
+ALERT_METRICS: Final = (*COUNT_METRICS, CTR, "capacity")
 Direction = Literal["spike", "drop"]
 DIRECTIONS: Final[tuple[Direction, Direction]] = ("spike", "drop")
 SEASON_WEIGHT: Final = 1.0 - 0.5 ** (1.0 / 120.0)  # 60 windows an hour: about two weeks
@@ -114,7 +115,7 @@ class Incident(msgspec.Struct, kw_only=True):
     """An open (or just resolved) incident: what ``GET /alerts`` and ``dmp.alerts`` show."""
 
     alert_id: str
-    campaign_id: str
+    campaign_id: str | None  # None: a worker's capacity alert
     metric: str
     direction: str
     status: str  # "open" | "resolved"
@@ -122,9 +123,10 @@ class Incident(msgspec.Struct, kw_only=True):
     resolved_window: int | None
     observed: float
     expected: float
-    p_value: float
+    p_value: float | None  # None: a capacity alert, which is no test
     severity: str
     model: dict[str, float | int | str]
+    worker: str | None = None  # capacity alerts: the worker's URL
 
 
 class Side(msgspec.Struct, array_like=True):
@@ -150,11 +152,16 @@ class Detector(msgspec.Struct, array_like=True):
     trials: float = 0.0  # CTR only: weighted impressions
     seen: int = 0  # windows seen, learnt from or not (for the season's start)
     # per hour of the week, the weighted mean count of its windows and how many there were
+    # (the hour under way is held in ``hour_mean`` and ``hour_n`` until it ends, so that
+    # these change once an hour: the alerts table keeps them under a key of their own)
     season: list[float] = msgspec.field(default_factory=list)
     season_n: list[int] = msgspec.field(default_factory=list)
-    season_total: float = 0.0  # the sum of ``season``
+    season_total: float = 0.0  # the sum of the means of every hour of the week
     spike: Side = msgspec.field(default_factory=Side)
     drop: Side = msgspec.field(default_factory=Side)
+    hour: int = -1  # the hour of the week under way (-1: none)
+    hour_mean: float = 0.0
+    hour_n: int = 0
 
     def side(self, direction: str) -> Side:
         return self.spike if direction == "spike" else self.drop
@@ -200,7 +207,9 @@ def season_factor(detector: Detector, window: int) -> float:
     if not detector.season or detector.season_total <= 0:
         return 1.0
     mean_hour = detector.season_total / HOURS_OF_WEEK
-    return max(detector.season[hour_of_week(window)], 0.01 * mean_hour) / mean_hour
+    bucket = hour_of_week(window)
+    mean = detector.hour_mean if bucket == detector.hour else detector.season[bucket]
+    return max(mean, 0.01 * mean_hour) / mean_hour
 
 
 def _factor(detector: Detector, window: int, settings: AlertSettings) -> float:
@@ -371,10 +380,21 @@ def _learn_season(detector: Detector, window: int, count: int) -> None:
         detector.season = [0.0] * HOURS_OF_WEEK
         detector.season_n = [0] * HOURS_OF_WEEK
     bucket = hour_of_week(window)
-    seen = detector.season_n[bucket] = min(detector.season_n[bucket] + 1, SEASON_PLAIN)
-    change = max(SEASON_WEIGHT, 1.0 / seen) * (count - detector.season[bucket])
-    detector.season[bucket] += change
+    if bucket != detector.hour:
+        settle_hour(detector)
+        detector.hour = bucket
+        detector.hour_mean, detector.hour_n = detector.season[bucket], detector.season_n[bucket]
+    detector.hour_n = min(detector.hour_n + 1, SEASON_PLAIN)
+    change = max(SEASON_WEIGHT, 1.0 / detector.hour_n) * (count - detector.hour_mean)
+    detector.hour_mean += change
     detector.season_total += change
+
+
+def settle_hour(detector: Detector) -> None:
+    """Write the hour under way into the hour-of-week means."""
+    if detector.hour >= 0 and detector.season:
+        detector.season[detector.hour] = detector.hour_mean
+        detector.season_n[detector.hour] = detector.hour_n
 
 
 def learn_ctr(detector: Detector, judgement: Judgement, clicks: int, impressions: int,
@@ -464,3 +484,211 @@ def simulate(
         learn_count(out.detector, judgement, int(count), settings)
         index += 1
     return out
+
+
+# --- a partition's campaigns, judged as its stream time moves on ----------------------
+
+KEEP_MS: Final = 7 * 24 * 60 * WINDOW_MS  # incidents, and silent campaigns' state, kept
+
+
+class CampaignState(msgspec.Struct, array_like=True):
+    """One campaign's detectors, as kept in the alerts table."""
+
+    active: int  # start of the last window it had events in (or was first seen in)
+    detectors: dict[str, Detector] = msgspec.field(default_factory=dict)
+    since: int = 0  # the window it was first seen in: none before is judged
+
+    def hours(self) -> dict[str, int]:
+        """The hour under way of each detector: when one changes, so do the means."""
+        return {metric: detector.hour for metric, detector in self.detectors.items()}
+
+    def open_incidents(self) -> list[Incident]:
+        return [
+            side.incident
+            for detector in self.detectors.values()
+            for side in (detector.spike, detector.drop)
+            if side.incident is not None
+        ]
+
+
+class PartitionState(msgspec.Struct, array_like=True):
+    """Where the judging of one partition's campaigns stands."""
+
+    cursor: int | None = None  # start of the next window to judge
+    campaigns: int = 0  # campaigns with state
+    open: dict[str, int] = msgspec.field(default_factory=dict)  # open incidents per metric
+
+
+def windows_due(cursor: int | None, stream_time: int, settle_ms: int, horizon_ms: int) -> range:
+    """Starts of the windows to judge at ``stream_time``: from ``cursor``, each window
+    that ended ``settle_ms`` or more ago. Windows gone from the tables (older than
+    ``horizon_ms``, the retention) are passed over: their counts are lost."""
+    if cursor is None:
+        return range(0)
+    oldest = stream_time - horizon_ms
+    first = max(cursor, oldest - oldest % WINDOW_MS + WINDOW_MS)
+    last = stream_time - settle_ms - WINDOW_MS
+    return range(first, last + 1, WINDOW_MS) if last >= first else range(0)
+
+
+Counts = Callable[[str, int], dict[str, int]]
+
+
+def judge_window(
+    states: dict[str, CampaignState], window: int, counts: Counts, settings: AlertSettings,
+    keep_ms: int = KEEP_MS,
+) -> tuple[list[Change], list[str]]:  # fmt: skip
+    """Every campaign of a partition at one closed window (``counts(campaign, window)``):
+    the incidents that opened or resolved, in campaign order, and the campaigns silent
+    for ``keep_ms`` with nothing open, whose state can go."""
+    changes: list[Change] = []
+    retired: list[str] = []
+    for campaign_id in sorted(states):
+        state = states[campaign_id]
+        if window < state.since:
+            continue
+        observed = counts(campaign_id, window)
+        if any(observed.values()):
+            state.active = max(state.active, window)
+        changes += campaign_step(state.detectors, campaign_id, window, observed, settings)
+        if window - state.active >= keep_ms and not state.open_incidents():
+            retired.append(campaign_id)
+    return changes, retired
+
+
+def count_open(partition: PartitionState, changes: Iterable[Change]) -> None:
+    """Keep the partition's count of open incidents per metric."""
+    for change in changes:
+        metric = change.incident.metric
+        step_by = 1 if change.incident.status == "open" else -1
+        partition.open[metric] = max(0, partition.open.get(metric, 0) + step_by)
+
+
+Seasons = dict[str, tuple[list[float], list[int]]]  # per metric, the hour-of-week means
+_CAMPAIGN_DECODER = msgspec.msgpack.Decoder(CampaignState)
+_SEASONS_DECODER = msgspec.msgpack.Decoder(Seasons)
+_PARTITION_DECODER = msgspec.msgpack.Decoder(PartitionState)
+_INCIDENT_DECODER = msgspec.msgpack.Decoder(Incident)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode(value: PartitionState | Incident) -> bytes:
+    return _ENCODER.encode(value)
+
+
+def encode_campaign(state: CampaignState) -> tuple[bytes, bytes]:
+    """(the state without the hour-of-week means, the means): the first changes every
+    window, the second once an hour (a few hundred bytes against some 5 KB)."""
+    seasons = {m: (d.season, d.season_n) for m, d in state.detectors.items() if d.season}
+    bare = {
+        metric: msgspec.structs.replace(detector, season=[], season_n=[])
+        for metric, detector in state.detectors.items()
+    }
+    return _ENCODER.encode(msgspec.structs.replace(state, detectors=bare)), _ENCODER.encode(seasons)
+
+
+def decode_campaign(raw: bytes, raw_seasons: bytes | None) -> CampaignState:
+    state = _CAMPAIGN_DECODER.decode(raw)
+    if raw_seasons is not None:
+        for metric, (season, season_n) in _SEASONS_DECODER.decode(raw_seasons).items():
+            if metric in state.detectors:
+                state.detectors[metric].season = season
+                state.detectors[metric].season_n = season_n
+    return state
+
+
+def decode_partition(raw: bytes | None) -> PartitionState:
+    return PartitionState() if raw is None else _PARTITION_DECODER.decode(raw)
+
+
+def decode_incident(raw: bytes) -> Incident:
+    return _INCIDENT_DECODER.decode(raw)
+
+
+# Keys of the alerts table, in each partition's own database
+PARTITION_KEY: Final = b"p"
+CAMPAIGN_PREFIX: Final = b"c:"
+SEASONS_PREFIX: Final = b"s:"
+INCIDENT_PREFIX: Final = b"i:"
+
+
+def campaign_key(campaign_id: str) -> bytes:
+    return CAMPAIGN_PREFIX + campaign_id.encode()
+
+
+def seasons_key(campaign_id: str) -> bytes:
+    return SEASONS_PREFIX + campaign_id.encode()
+
+
+def incident_key(incident: Incident) -> bytes:
+    """Ordered by the window it opened in (16 digits: any time after 1970 sorts)."""
+    return INCIDENT_PREFIX + f"{incident.opened_window:016d}:{incident.alert_id}".encode()
+
+
+def incident_window(key: bytes) -> int:
+    return int(key[len(INCIDENT_PREFIX) : len(INCIDENT_PREFIX) + 16])
+
+
+def overlaps(incident: Incident, from_ms: int, to_ms: int) -> bool:
+    """Was ``incident`` open at some time in ``[from_ms, to_ms)``?"""
+    end = incident.resolved_window + WINDOW_MS if incident.resolved_window is not None else None
+    return incident.opened_window < to_ms and (end is None or end > from_ms)
+
+
+# --- a worker's capacity ---------------------------------------------------------------
+
+
+@dataclass
+class CapacityWatch:
+    """A worker's utilisation, sampled now and then (wall clock, epoch ms): an incident
+    (``metric: "capacity"``) opens once rho stayed above ``threshold`` for ``for_ms``
+    and resolves once it stayed at or below it as long. No test, so no p-value: the
+    model says what was measured."""
+
+    worker: str
+    threshold: float = 0.8
+    for_ms: int = 60_000
+    incident: Incident | None = None
+    _since: int | None = None  # since when rho is on the other side of the threshold
+
+    def sample(self, now_ms: int, rho: float | None, figures: dict[str, float | None]) -> (
+        Change | None
+    ):  # fmt: skip
+        if rho is None:
+            return None
+        crossed = rho > self.threshold if self.incident is None else rho <= self.threshold
+        if not crossed:
+            self._since = None
+            return None
+        if self._since is None:
+            self._since = now_ms
+        if now_ms - self._since < self.for_ms:
+            return None
+        window = self._since - self._since % WINDOW_MS
+        self._since = None
+        if self.incident is None:
+            model: dict[str, float | int | str] = {
+                "test": "mm1_utilisation",
+                "threshold": self.threshold,
+                "for_s": self.for_ms / 1000,
+            }
+            model |= {name: round(v, 6) for name, v in figures.items() if v is not None}
+            self.incident = Incident(
+                alert_id=alert_id(self.worker, "capacity", "spike", window),
+                campaign_id=None,
+                metric="capacity",
+                direction="spike",
+                status="open",
+                opened_window=window,
+                resolved_window=None,
+                observed=round(rho, 6),
+                expected=self.threshold,
+                p_value=None,
+                severity="critical" if rho >= 1.0 else "warning",
+                model=model,
+                worker=self.worker,
+            )
+            return Change(msgspec.structs.replace(self.incident))
+        resolved = msgspec.structs.replace(self.incident, status="resolved", resolved_window=window)
+        self.incident = None
+        return Change(resolved)

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.generator.mix import EventMix
 from dmp_faust.generator.options import DEFAULT_RATE, Options, parse_args
 from dmp_faust.settings import MINUTE_MS, Settings, SettingsError
@@ -42,11 +43,18 @@ def timeline(start_ms: int | None, rate: float, wall_ms: Callable[[], int]) -> C
     return lambda i: start_ms + int(i * step_ms)
 
 
-def due(rate: float, elapsed_s: float, queued: int) -> int:
-    """How many events to send now to keep to ``rate`` (at most one batch)."""
+def due(
+    rate: float, elapsed_s: float, queued: int, backfill_ms: int = 0, speed: float = 1.0
+) -> int:
+    """How many events to send now to keep to ``rate`` (at most one batch).
+
+    With ``backfill_ms`` of history, event time starts that long ago and runs
+    ``speed`` times faster than the clock until it has caught up with it.
+    """
     if rate == 0:
         return FAST_BATCH
-    return max(0, min(FAST_BATCH, int(elapsed_s * rate) + 1 - queued))
+    reached_ms = min(elapsed_s * 1000 * speed, backfill_ms + elapsed_s * 1000)
+    return max(0, min(FAST_BATCH, int(reached_ms * rate / 1000) + 1 - queued))
 
 
 def progress_line(sent: int, rate: float, elapsed_s: float) -> str:
@@ -219,6 +227,12 @@ async def _produce(producer: AIOKafkaProducer, options: Options, stop: asyncio.E
             f"generate: {rate} to {options.topic} at {options.bootstrap} "
             f"(seed {options.seed}; Ctrl-C to stop)"
         )
+    if options.config.silent_campaign is not None:
+        _say(
+            f"generate: labelled anomaly: cmp-{options.config.silent_campaign:03d} sends "
+            f"nothing from {format_timestamp(options.config.silent_from_ms)} to "
+            f"{format_timestamp(options.config.silent_to_ms)} (event time)"
+        )
     mix = EventMix(random.Random(options.seed), options.config, _wall_ms())
     event_time = timeline(options.start_ms, options.rate, _wall_ms)
     delivery, progress = Delivery(), Progress(sys.stderr, options.quiet)
@@ -256,7 +270,7 @@ async def _pump(
     started, queued, count = time.monotonic(), 0, options.count
     while not stop.is_set() and delivery.error is None and (count == 0 or queued < count):
         elapsed = time.monotonic() - started
-        batch = due(options.rate, elapsed, queued)
+        batch = due(options.rate, elapsed, queued, options.backfill_ms, options.backfill_speed)
         for i in range(queued, queued + (min(batch, count - queued) if count else batch)):
             await send(i)
             queued += 1

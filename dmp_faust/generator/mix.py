@@ -59,6 +59,15 @@ class MixConfig:
     invalid_share: float = 0.01
     duplicate_share: float = 0.01
     bot_share: float = 0.02
+    # A labelled anomaly: the campaign of this number (1: cmp-001) sends nothing at event
+    # times in [silent_from_ms, silent_to_ms); its share goes to the others.
+    silent_campaign: int | None = None
+    silent_from_ms: int = 0
+    silent_to_ms: int = 0
+
+    def silent(self, number: int, ts: int) -> bool:
+        """Whether campaign index ``number`` (0-based) is silent at ``ts``."""
+        return self.silent_campaign == number + 1 and self.silent_from_ms <= ts < self.silent_to_ms
 
 
 class Generated(NamedTuple):
@@ -179,6 +188,8 @@ class EventMix:
 
     def _impression(self, ts: int, index: int, schedule: bool) -> RawEvent:
         number = self._pick_campaign()
+        while self._config.silent(number, ts):
+            number = self._pick_campaign()
         campaign = self._campaigns[number]
         event = self._base(ts, "impression", index)
         event["campaign_id"] = campaign.campaign_id
@@ -188,6 +199,8 @@ class EventMix:
         return event
 
     def _follow_up(self, ts: int, due: _FollowUp) -> RawEvent:
+        if self._config.silent(due.campaign, ts):
+            return self._page_view(ts, due.user)
         campaign = self._campaigns[due.campaign]
         event = self._base(ts, due.type, due.user)
         event["campaign_id"] = campaign.campaign_id
@@ -248,7 +261,10 @@ class EventMix:
         if kind == "page_view":
             event["url"] = page_url(rng, rng.choice(SITES), rng.choice(SECTIONS))
         else:
-            campaign = rng.choice(self._campaigns)
+            number = rng.randrange(len(self._campaigns))
+            while self._config.silent(number, ts) and len(self._campaigns) > 1:
+                number = rng.randrange(len(self._campaigns))
+            campaign = self._campaigns[number]
             event["campaign_id"], event["ad_id"] = campaign.campaign_id, campaign.ads[0]
         return event
 

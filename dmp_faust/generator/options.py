@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dmp_faust.domain.timefmt import parse_timestamp
 from dmp_faust.generator.mix import MixConfig
-from dmp_faust.settings import Settings
+from dmp_faust.settings import MINUTE_MS, Settings
 
 DEFAULT_RATE: Final = 200.0
+ANOMALY_CAMPAIGN: Final = 2  # cmp-002 goes silent at --anomaly-at
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -26,14 +32,33 @@ class Options:
     start_ms: int | None
     wait_topic_s: float
     quiet: bool
+    backfill_ms: int = 0
+    backfill_speed: float = 30.0
     # aiokafka's security arguments (Settings.kafka_auth); out of repr: may hold a password.
     kafka_auth: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def parse_args(argv: list[str], settings: Settings) -> Options:
     args = _parser(settings).parse_args(argv)
+    if args.backfill_minutes and (args.start_ms is not None or not args.rate):
+        _parser(settings).error("--backfill-minutes needs a --rate and no --start-ms")
+    if args.anomaly_at is not None and args.campaigns < 2:
+        _parser(settings).error("--anomaly-at needs at least 2 --campaigns")
+    start_ms = args.start_ms
+    if args.backfill_minutes:
+        start_ms = wall_ms() - args.backfill_minutes * MINUTE_MS
+    silent_from = None if args.anomaly_at is None else (start_ms or wall_ms())
     config = MixConfig(
-        args.campaigns, args.users, args.invalid_share, args.duplicate_share, args.bot_share
+        args.campaigns,
+        args.users,
+        args.invalid_share,
+        args.duplicate_share,
+        args.bot_share,
+        silent_campaign=None if silent_from is None else ANOMALY_CAMPAIGN,
+        silent_from_ms=0 if silent_from is None else silent_from + args.anomaly_at * MINUTE_MS,
+        silent_to_ms=0
+        if silent_from is None
+        else silent_from + (args.anomaly_at + args.anomaly_minutes) * MINUTE_MS,
     )
     if config.invalid_share + config.duplicate_share + config.bot_share > 1:
         _parser(settings).error("--invalid-share + --duplicate-share + --bot-share exceed 1")
@@ -45,9 +70,11 @@ def parse_args(argv: list[str], settings: Settings) -> Options:
         seed=seed,
         bootstrap=args.bootstrap,
         topic=args.topic,
-        start_ms=args.start_ms,
+        start_ms=start_ms,
         wait_topic_s=args.wait_topic,
         quiet=args.quiet,
+        backfill_ms=args.backfill_minutes * MINUTE_MS,
+        backfill_speed=args.backfill_speed,
         kafka_auth=settings.kafka_auth(),
     )
 
@@ -94,6 +121,29 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the topic to exist (the worker creates it)",
     )
+    add(
+        "--backfill-minutes",
+        type=_at_least(int, 0),
+        default=0,
+        metavar="MINUTES",
+        help="first send this much history (event time starting that long ago, "
+        "--backfill-speed times faster than the clock), then go on live at --rate",
+    )
+    add(
+        "--backfill-speed",
+        type=_at_least(float, 1),
+        default=30.0,
+        metavar="TIMES",
+        help="how much faster than the clock the history goes out",
+    )
+    add(
+        "--anomaly-at",
+        type=_at_least(int, 0),
+        metavar="MINUTE",
+        help="a labelled anomaly: cmp-002 sends nothing from this minute of event time "
+        "(counted from the first event) for --anomaly-minutes",
+    )
+    add("--anomaly-minutes", type=_at_least(int, 1), default=8, metavar="MINUTES")
     add("--quiet", action="store_true", help="no progress display")
     return parser
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +31,7 @@ from dmp_faust.domain.identity import route_event
 from dmp_faust.domain.profiles import profile_event
 from dmp_faust.domain.routing import ROUTE_HEADER, sign
 from tests.integration.conftest import WorkerFactory
-from tests.integration.events import T0, encode, event
+from tests.integration.events import MINUTE, T0, encode, event
 from tests.integration.support import Worker, call, produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,9 @@ pytestmark = pytest.mark.integration
 TOKEN = "tok-routing-8Kd"
 SECRET = "cluster-secret-for-routing-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ENV = {"DMP_API_TOKEN": TOKEN, "DMP_CLUSTER_SECRET": SECRET}
+# Alerts after 5 windows of history, judged 3 minutes of stream time after a window's end
+ALERTS = {"DMP_ALERT_WARMUP_WINDOWS": "5", "DMP_ALERT_SETTLE_S": "180"}
+ENV = {"DMP_API_TOKEN": TOKEN, "DMP_CLUSTER_SECRET": SECRET, **ALERTS}
 PARTITIONS = 8
 
 
@@ -186,6 +189,54 @@ def test_a_cycle_of_links_across_workers_ends_at_once(pair: tuple[Worker, Worker
             took = time.monotonic() - began
             assert status in (200, 503), body
             assert took < 5, f"{key} on {worker.url}: {took:.1f} s"
+
+
+def test_alerts_are_gathered_from_every_worker_and_routed_by_campaign(
+    pair: tuple[Worker, Worker],
+) -> None:
+    """A campaign on each worker spikes: either worker lists both, and answers for each."""
+    first, second = pair
+    campaigns = [key_on(first, "rt-cmp"), key_on(second, "rt-cmp")]
+    rng = random.Random(11)
+    counted = dict.fromkeys(campaigns, 0)
+    for start in range(0, 20, 2):  # two minutes at a time, each counted before the next
+        chunk = []
+        for minute in range(start, start + 2):
+            rate = 150 if minute in (10, 11) else 30
+            for campaign in campaigns:
+                for _ in range(rate):
+                    ts = T0 + minute * MINUTE + rng.randrange(MINUTE)
+                    chunk.append(event("impression", ts, f"v{rng.randrange(99)}", campaign))
+                counted[campaign] += rate
+        send(first, sorted(chunk, key=lambda e: e["timestamp"]))
+        for campaign in campaigns:
+            path = f"/campaigns/{campaign}/stats?from={T0}&to={T0 + 20 * MINUTE}"
+            wait_until(
+                lambda p=path, c=campaign: (
+                    lookup(first, p)[1]["totals"]["impressions"] == counted[c]
+                ),
+                60,
+                f"minutes {start}-{start + 2} of {campaign} to be counted",
+            )
+    query = f"/alerts?from={T0}&to={T0 + 20 * MINUTE}"
+
+    def both_spiked(worker: Worker) -> list[dict[str, Any]] | None:
+        status, body = lookup(worker, query)
+        assert status == 200, body
+        found = [(a["campaign_id"], a["metric"], a["direction"]) for a in body["alerts"]]
+        wanted = {(c, "impressions", "spike") for c in campaigns}
+        return body["alerts"] if wanted <= set(found) else None
+
+    gathered = wait_until(lambda: both_spiked(first), 60, "both spikes, asked of the first")
+    assert wait_until(lambda: both_spiked(second), 60, "both, asked of the second") == gathered
+    assert all(a["opened_window"]["start"] == "2021-03-01T12:10:00Z" for a in gathered)
+    for campaign in campaigns:
+        own = [a for a in gathered if a["campaign_id"] == campaign]
+        for worker in pair:
+            assert lookup(worker, f"{query}&campaign_id={campaign}") == (200, {"alerts": own})
+    # a client cannot narrow the gathering to partitions (only a signed request can)
+    status, body = lookup(first, f"{query}&partitions=0")
+    assert status == 200 and body["alerts"] == gathered
 
 
 def test_health_lists_no_recovering_partition_when_ok(pair: tuple[Worker, Worker]) -> None:

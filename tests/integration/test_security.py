@@ -201,6 +201,7 @@ MEANT = {
     ("GET", "/metrics"): OPEN,
     ("GET", "/campaigns/{campaign_id}/stats"): OPEN,
     ("GET", "/segments"): OPEN,
+    ("GET", "/alerts"): OPEN,
     ("GET", "/segments/{segment_id}"): OPEN,
     ("GET", "/profiles/{profile_id}"): NEEDS_TOKEN,
     ("DELETE", "/profiles/{profile_id}"): NEEDS_TOKEN,

@@ -313,3 +313,49 @@ def test_quiet_progress_prints_nothing() -> None:
         progress_line(1234567, 2500.4, 3725)
         == "generate: sent 1,234,567  2,500 ev/s  elapsed 1:02:05"
     )
+
+
+def test_a_backfill_runs_event_time_faster_until_it_has_caught_up_with_the_clock() -> None:
+    hour_ms = 3_600_000
+    # at 10 ev/s and 30x, after 10 s event time has reached 300 s: 3,001 events are due
+    assert due(10, 10.0, 0, hour_ms, 30) == 2000  # one batch at most
+    assert due(10, 10.0, 2000, hour_ms, 30) == 1001
+    # caught up after 3600 / 29 s; from then on, the clock: an hour and 200 s of events
+    assert due(10, 200.0, 37_000, hour_ms, 30) == 1001
+    assert due(10, 200.0, 38_001, hour_ms, 30) == 0
+
+
+def test_the_labelled_anomaly_silences_one_campaign_for_its_minutes_only() -> None:
+    minute = 60_000
+    config = MixConfig(silent_campaign=2, silent_from_ms=START_MS + 10 * minute)
+    config = MixConfig(**{**config.__dict__, "silent_to_ms": START_MS + 20 * minute})
+    events = generate_events(random.Random(5), 60_000, START_MS, 30 * minute / 60_000, config)
+    per_minute: Counter[tuple[str, int]] = Counter()
+    for item in events:
+        if item.kind != "valid":
+            continue
+        body = msgspec.json.decode(item.value)
+        if body.get("campaign_id"):
+            at = parse_timestamp(body["timestamp"]) - START_MS
+            per_minute[(body["campaign_id"], at // minute)] += 1
+    silent = [per_minute[("cmp-002", m)] for m in range(10, 20)]
+    assert silent == [0] * 10
+    assert all(per_minute[("cmp-002", m)] > 0 for m in (*range(2, 10), *range(21, 30)))
+    assert all(per_minute[("cmp-001", m)] > 0 for m in range(30))
+
+
+def test_anomaly_and_backfill_options_are_checked() -> None:
+    settings = Settings.from_env({})
+    options = parse_args(["--backfill-minutes", "70", "--anomaly-at", "66"], settings)
+    assert options.backfill_ms == 70 * 60_000
+    assert options.start_ms is not None
+    assert options.config.silent_campaign == 2
+    assert options.config.silent_to_ms - options.config.silent_from_ms == 8 * 60_000
+    assert options.config.silent_from_ms == options.start_ms + 66 * 60_000
+    for bad in (
+        ["--backfill-minutes", "5", "--rate", "0"],
+        ["--backfill-minutes", "5", "--start-ms", "0"],
+        ["--anomaly-at", "3", "--campaigns", "1"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(bad, settings)

@@ -97,6 +97,14 @@ def test_blank_variables_mean_the_default() -> None:
         ),
         pytest.param("DMP_RETENTION_MS", "7200000", "retention_ms", 7_200_000, id="retention"),
         pytest.param("DMP_SESSION_TIMEOUT_S", "30", "session_timeout_s", 30, id="session-timeout"),
+        pytest.param("DMP_ALERT_SETTLE_S", "30", "alert_settle_ms", 30_000, id="alert-settle"),
+        pytest.param(
+            "DMP_ALERT_MAX_CAMPAIGNS", "50", "alert_max_campaigns", 50, id="alert-max-campaigns"
+        ),
+        pytest.param("DMP_ALERT_CAPACITY_RHO", "0.9", "alert_capacity_rho", 0.9, id="alert-rho"),
+        pytest.param(
+            "DMP_ALERT_CAPACITY_FOR_S", "120", "alert_capacity_for_s", 120, id="alert-rho-for"
+        ),
     ],
 )
 def test_each_variable_sets_its_field(variable: str, value: str, field: str, expected: Any) -> None:
@@ -127,6 +135,12 @@ def test_each_variable_sets_its_field(variable: str, value: str, field: str, exp
         pytest.param("DMP_PROCESSING_GUARANTEE", "exactly-once", id="guarantee-dash"),
         pytest.param("DMP_PROCESSING_GUARANTEE", "EXACTLY_ONCE", id="guarantee-upper"),
         pytest.param("DMP_PROCESSING_GUARANTEE", "at_most_once", id="guarantee-unknown"),
+        pytest.param("DMP_ALERT_ALPHA", "0.6", id="alert-alpha-past-a-half"),
+        pytest.param("DMP_ALERT_ALPHA", "one", id="alert-alpha-word"),
+        pytest.param("DMP_ALERT_OPEN_AFTER", "0", id="alert-open-after-zero"),
+        pytest.param("DMP_ALERT_SETTLE_S", "-1", id="alert-settle-negative"),
+        pytest.param("DMP_ALERT_MIN_EXPECTED", "-0.5", id="alert-min-expected-negative"),
+        pytest.param("DMP_ALERT_CAPACITY_RHO", "0", id="alert-rho-zero"),
     ],
 )
 def test_bad_values_raise_settings_error_naming_the_variable(variable: str, value: str) -> None:
@@ -369,3 +383,33 @@ def test_log_level_is_given_to_faust_in_its_own_spelling(given: str, faust_level
 def test_an_unknown_log_level_stops_the_worker_with_a_message() -> None:
     with pytest.raises(SettingsError, match="DMP_LOG_LEVEL='loud'"):
         Settings.from_env({"DMP_LOG_LEVEL": "loud"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("DMP_ALERT_ALPHA", "0.01", "alpha", 0.01),
+        ("DMP_ALERT_OPEN_AFTER", "3", "open_after", 3),
+        ("DMP_ALERT_RESOLVE_AFTER", "5", "resolve_after", 5),
+        ("DMP_ALERT_SHIFT_AFTER", "30", "shift_after", 30),
+        ("DMP_ALERT_WARMUP_WINDOWS", "120", "warmup_windows", 120),
+        ("DMP_ALERT_MIN_EXPECTED", "2.5", "min_expected", 2.5),
+        ("DMP_ALERT_HALF_LIFE_WINDOWS", "30", "half_life_windows", 30.0),
+        ("DMP_ALERT_DISPERSION_THRESHOLD", "1.5", "dispersion_threshold", 1.5),
+        ("DMP_ALERT_SEASON_AFTER_WINDOWS", "20160", "season_after_windows", 20160),
+        ("DMP_ALERT_CTR_MIN_IMPRESSIONS", "100", "ctr_min_impressions", 100),
+    ],
+)
+def test_each_alert_variable_sets_its_knob(
+    variable: str, value: str, field: str, expected: Any
+) -> None:
+    alerts = Settings.from_env({variable: value}).alerts
+    assert getattr(alerts, field) == expected
+    assert getattr(Settings().alerts, field) != expected
+
+
+def test_alert_knobs_that_do_not_go_together_are_refused_by_their_names() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"DMP_ALERT_OPEN_AFTER": "5", "DMP_ALERT_SHIFT_AFTER": "3"})
+    assert "DMP_ALERT_SHIFT_AFTER" in str(raised.value)
+    assert "DMP_ALERT_OPEN_AFTER" in str(raised.value)
