@@ -93,16 +93,16 @@ class Settings:
         def text(name: str, default: str) -> str:
             return env.get(name, "").strip() or default
 
-        def number(
-            name: str, default: int, minimum: int = 1, maximum: int = 2**62, why: str = ""
-        ) -> int:
+        def parsed(
+            name: str, default: Any, kind: type, noun: str, minimum: Any, maximum: Any, why: str
+        ) -> Any:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
             try:
-                value = int(raw)
+                value = kind(raw)
             except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not an integer") from None
+                raise SettingsError(f"{name}={raw!r} is not {noun}") from None
             if not minimum <= value <= maximum:
                 raise SettingsError(
                     f"{name}={value} must be between {minimum} and {maximum}"
@@ -110,17 +110,13 @@ class Settings:
                 )
             return value
 
+        def number(
+            name: str, default: int, minimum: int = 1, maximum: int = 2**62, why: str = ""
+        ) -> int:
+            return int(parsed(name, default, int, "an integer", minimum, maximum, why))
+
         def real(name: str, default: float, minimum: float, maximum: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not a number") from None
-            if not minimum <= value <= maximum:
-                raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
-            return value
+            return float(parsed(name, default, float, "a number", minimum, maximum, ""))
 
         guarantee = text("DMP_PROCESSING_GUARANTEE", cls.processing_guarantee)
         if guarantee not in GUARANTEES:
