@@ -525,8 +525,8 @@ def windows_due(cursor: int | None, stream_time: int, settle_ms: int, horizon_ms
     ``horizon_ms``, the retention) are passed over: their counts are lost."""
     if cursor is None:
         return range(0)
-    oldest = stream_time - horizon_ms
-    first = max(cursor, oldest - oldest % WINDOW_MS + WINDOW_MS)
+    oldest = stream_time - horizon_ms  # a window that ends by then is gone
+    first = max(cursor, oldest - oldest % WINDOW_MS)
     last = stream_time - settle_ms - WINDOW_MS
     return range(first, last + 1, WINDOW_MS) if last >= first else range(0)
 

@@ -48,7 +48,8 @@ def test_windows_gone_from_the_tables_are_passed_over() -> None:
     retention = 10 * WINDOW_MS
     due = windows_due(T0, T0 + 100 * WINDOW_MS, 0, retention)
     # windows ending at or before stream time - retention are expired
-    assert due[0] == T0 + 91 * WINDOW_MS
+    assert due[0] == T0 + 90 * WINDOW_MS
+    assert windows_due(T0, T0 + 100 * WINDOW_MS + 1, 0, retention)[0] == T0 + 90 * WINDOW_MS
     assert due[-1] == T0 + 99 * WINDOW_MS
 
 
