@@ -23,6 +23,7 @@ from dmp_faust import alerting
 from dmp_faust.app import app, fence, metrics, settings
 from dmp_faust.batching import TAKE_WITHIN_S
 from dmp_faust.bulk import TableWrites
+from dmp_faust.domain.alerts import ALERT_PREFIX
 from dmp_faust.domain.batches import CampaignItem, decode_campaign
 from dmp_faust.domain.watermarks import SOURCE_HEADER, decode_source
 from dmp_faust.domain.windows import (
@@ -36,7 +37,6 @@ from dmp_faust.domain.windows import (
 from dmp_faust.readiness import settled_partitions
 from dmp_faust.state import InputGate, StreamClock, Sweeper, header, take_runs
 from dmp_faust.topics import campaign_events
-from tables.campaign_alerts import campaign_alerts
 from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
@@ -48,6 +48,8 @@ gate = InputGate("campaign_stats", campaign_events, settings)
 
 
 def _expired(key: bytes, _value: bytes, stream_time: int) -> bool:
+    if key.startswith(ALERT_PREFIX):  # the alerts' own keys (dmp_faust/alerting.py)
+        return False
     _, start = parse_window_key(key.decode())
     return is_window_expired(start, WINDOW_MS, stream_time, RETENTION_MS)
 
@@ -61,7 +63,7 @@ class _Partition:
 
     windows: TableWrites  # of campaign_windows
     times: TableWrites  # of stream_times
-    alerts: alerting.PartitionAlerts  # of campaign_alerts
+    alerts: alerting.PartitionAlerts  # in campaign_windows too
     stream_time: int | None
     next_offset: int | None  # of the next input record to process (see InputGate)
     processed: bool = False
@@ -100,16 +102,12 @@ async def _take(run: list[Any]) -> None:
             clock.advance(part.times, partition, part.stream_time)
         gate.done(part.times, partition, part.next_offset - 1)
     # A worker dropped from the group writes nothing (dmp_faust/fence.py). The incidents
-    # go out first, then the alerts table, then the windows: a crash before the alerts
-    # are written judges the same windows again, with the same counts (the take's folds
-    # after a judgement are not in the windows table yet); once they are written, the
-    # replayed records find those windows judged, whatever was folded since.
+    # go out first; the judging state is written with the windows (dmp_faust/alerting.py).
     if len(records):
         await fence.check(generation)
         await records.send()
         for part in taken.values():
             alerting.count(part.alerts.changes)
-    await fence.write(generation, [part.alerts.store for part in taken.values()])
     await fence.write(generation, [part.windows for part in taken.values()])
     await fence.write(generation, [part.times for part in taken.values()])  # the gate last
 
@@ -122,10 +120,11 @@ def _next_offset(partition: int) -> int | None:
 def _open(taken: dict[int, _Partition], partition: int) -> _Partition:
     """Start on ``partition`` for this run."""
     times = TableWrites(app, stream_times, partition)
+    windows = TableWrites(app, campaign_windows, partition)
     taken[partition] = _Partition(
-        TableWrites(app, campaign_windows, partition),
+        windows,
         times,
-        alerting.PartitionAlerts(TableWrites(app, campaign_alerts, partition), partition),
+        alerting.PartitionAlerts(windows, partition),
         clock.get(times, partition),
         gate.expected(times, partition),
     )

@@ -1,7 +1,10 @@
 """Anomaly alerts in the running worker: judged in the statistics stage, kept, sent, counted.
 
 The detector is pure (:mod:`dmp_faust.domain.alerts`); this module gives it
-its place in ``count_campaign_stats``. Each ``events.by_campaign`` partition
+its place in ``count_campaign_stats``. Its state lives in the
+``campaign_windows`` table, beside the windows, under keys of its own
+(:data:`~dmp_faust.domain.alerts.ALERT_PREFIX`): written in the same batch
+as the windows it judged, and restored with them. Each ``events.by_campaign`` partition
 has a cursor, the next 1-minute window to judge. When a campaign item moves
 the partition's stream time to the window's end plus ``DMP_ALERT_SETTLE_S``
 or later, that window is judged for every campaign of the partition
@@ -11,10 +14,12 @@ rebuild produces the same incidents with the same ids. A campaign that
 sends nothing is judged all the same (its empty windows are a drop) as long
 as other campaigns move the partition's stream time on.
 
-A take's incidents go to ``dmp.alerts`` before the tables are written (as
-every stage's output does): after a crash the replayed records judge the
-same windows again and send the same records, which a consumer tells apart
-by ``alert_id`` and ``status``.
+A take's incidents go to ``dmp.alerts`` before the table is written (as
+every stage's output does). A crash before the write replays the records,
+which judge the same windows with the same counts (the take's later folds
+were not written either) and send the same records again: a consumer tells
+the copies apart by ``alert_id`` and ``status``. After the write, the
+replayed records find those windows judged.
 """
 
 from __future__ import annotations
@@ -198,9 +203,9 @@ def _warn_full(partition: int) -> None:
 
 def incidents(partition: int) -> Iterator[al.Incident]:
     """The incidents kept for ``partition`` (which must be restored here), oldest first."""
-    from tables.campaign_alerts import campaign_alerts
+    from tables.campaign_windows import campaign_windows
 
-    db = campaign_alerts.data._db_for_partition(partition)
+    db = campaign_windows.data._db_for_partition(partition)
     for key, value in db.items(from_key=al.INCIDENT_PREFIX):
         if not key.startswith(al.INCIDENT_PREFIX):
             break
@@ -219,11 +224,11 @@ class AlertGauges(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from dmp_faust.topics import campaign_events
         from dmp_faust.web import active_partitions
-        from tables.campaign_alerts import campaign_alerts
+        from tables.campaign_windows import campaign_windows
 
         open_now = dict.fromkeys(al.ALERT_METRICS, 0)
         for partition in sorted(active_partitions(campaign_events)):
-            raw = campaign_alerts.data._db_for_partition(partition).get(al.PARTITION_KEY)
+            raw = campaign_windows.data._db_for_partition(partition).get(al.PARTITION_KEY)
             for metric, n in al.decode_partition(raw).open.items():
                 open_now[metric] = open_now.get(metric, 0) + n
         open_now["capacity"] = int(capacity_open())

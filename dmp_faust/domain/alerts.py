@@ -605,11 +605,13 @@ def decode_incident(raw: bytes) -> Incident:
     return _INCIDENT_DECODER.decode(raw)
 
 
-# Keys of the alerts table, in each partition's own database
-PARTITION_KEY: Final = b"p"
-CAMPAIGN_PREFIX: Final = b"c:"
-SEASONS_PREFIX: Final = b"s:"
-INCIDENT_PREFIX: Final = b"i:"
+# Keys in the campaign windows table, beside the windows of each partition. A window's
+# key is UTF-8 text, which never holds the byte 0xff: these cannot be taken for one.
+ALERT_PREFIX: Final = b"\xff"
+PARTITION_KEY: Final = ALERT_PREFIX + b"p"
+CAMPAIGN_PREFIX: Final = ALERT_PREFIX + b"c:"
+SEASONS_PREFIX: Final = ALERT_PREFIX + b"s:"
+INCIDENT_PREFIX: Final = ALERT_PREFIX + b"i:"
 
 
 def campaign_key(campaign_id: str) -> bytes:

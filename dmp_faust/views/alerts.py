@@ -29,7 +29,7 @@ from dmp_faust.responses import HttpError, json_response, unavailable
 from dmp_faust.settings import DAY_MS
 from dmp_faust.state import decode_int
 from dmp_faust.web import ask, hops, owner_url, partition_for, route_to_owner
-from tables.campaign_alerts import campaign_alerts
+from tables.campaign_windows import campaign_windows
 from tables.stream_times import stream_times
 
 STATUSES = ("open", "resolved", "all")
@@ -81,7 +81,7 @@ class Alerts(View):
     async def get(self, request: Any) -> Any:
         query = Query.parse(request.query)
         if query.campaign_id is not None:
-            routed = await route_to_owner(request, campaign_alerts, query.campaign_id)
+            routed = await route_to_owner(request, campaign_windows, query.campaign_id)
             if routed is not None:
                 return routed
             return _answer(_local([partition_for(query.campaign_id)], query), query)
@@ -110,7 +110,7 @@ def _local(partitions: Iterable[int], query: Query) -> list[dict[str, Any]]:
     """The wanted incidents of ``partitions``, each restored here (else 503)."""
     found = []
     for partition in partitions:
-        ensure_local(campaign_alerts, partition)
+        ensure_local(campaign_windows, partition)
         now = decode_int(stream_times.get(f"campaign_stats:{partition}"))
         span = query.span(now if now is not None else wall_ms())
         found += [
@@ -134,9 +134,9 @@ async def _gather(request: Any, query: Query) -> list[dict[str, Any]]:
     """Every partition's incidents from its owner, and every owner's capacity incidents."""
     owners: dict[str, list[int]] = {own_url(): []}
     for partition in range(settings.partitions):
-        url = owner_url(campaign_alerts, partition)
+        url = owner_url(campaign_windows, partition)
         if url is None:
-            raise unavailable(f"partition {partition} of campaign_alerts has no owner")
+            raise unavailable(f"partition {partition} of campaign_windows has no owner")
         owners.setdefault(url, []).append(partition)
     found = [*_local(owners.pop(own_url()), query), *_capacity(query)]
     params = {k: v for k, v in request.query.items() if k != PARTITIONS_QUERY}

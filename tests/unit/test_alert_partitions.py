@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dmp_faust.domain.alerts import (
+    ALERT_PREFIX,
     KEEP_MS,
     WINDOW_MS,
     AlertSettings,
@@ -159,7 +160,11 @@ def test_stored_formats_round_trip_and_incident_keys_sort_by_time() -> None:
     assert decode_incident(encode(early)) == early
     assert incident_key(early) < incident_key(late)
     assert incident_window(incident_key(late)) == T0 + WINDOW_MS
-    assert campaign_key("c").startswith(b"c:")
+    # beside the windows, under keys no window's (UTF-8) key can be
+    assert campaign_key("c").startswith(ALERT_PREFIX) and incident_key(early)[:1] == b"\xff"
+    for key in (campaign_key("c"), incident_key(early)):
+        with pytest.raises(UnicodeDecodeError):
+            key.decode()
 
 
 def test_an_incident_is_in_a_range_it_was_open_in() -> None:
