@@ -87,14 +87,15 @@ latency also holds three Kafka hops, a 50 ms poll of the view and an HTTP
 round trip, which W leaves out. So at low
 load the measured latency is a floor of hops and batching that W does not
 see. And the latency grows to seconds at loads where rho is still below 1
-(0.70 at half the pipeline rate in the run at 755e269, 0.88 at 90 %): in
-live traffic the worker runs out of something other than its event loop's
-CPU before the model says it is full (not yet found; the stages wait on
-Kafka round trips one take at a time, the first suspect). The same rate also
-gave very different latencies from one phase to the next (at 3,047 ev/s,
-p99 427 ms in the latency phase, p50 4.3 s in the capacity phase minutes
-later): near its live limit the worker either keeps up or falls behind for
-as long as the load lasts.
+(from half the pipeline rate at rho 0.70 in the run at 755e269; from 70 %, at
+rho 0.79, in the run at the alerts' commit): in live traffic the worker runs
+out of something other than its event loop's CPU before the model says it
+is full (not yet found; the stages wait on Kafka round trips one take at a
+time, the first suspect). So the capacity alert (rho above 0.8 for a minute)
+comes late. The same rate also gave very different latencies from one phase
+to the next (at 3,047 ev/s in the run at 755e269, p99 427 ms in the latency
+phase, p50 4.3 s in the capacity phase minutes later): near its live limit
+the worker either keeps up or falls behind for as long as the load lasts.
 """
 
 
