@@ -29,11 +29,8 @@ from dmp_faust.state import header
 from dmp_faust.topics import ORIGIN_HEADER, dead_letters, declare_all, raw_events, valid_events
 
 received_kafka = metrics.received.labels("kafka")
-
-
-def came_over_http(headers: Any) -> bool:
-    """Events taken by ``POST /collect`` were counted as received there already."""
-    return header(headers, ORIGIN_HEADER) == b"http"
+received_replay = metrics.received.labels("replay")
+REPLAYED = b"replay"  # the origin header of dead letters sent again (dmp-faust dlq replay)
 
 
 async def validate_events(
@@ -44,11 +41,14 @@ async def validate_events(
     outbox = Outbox(valid)
     stream_times: dict[int, int] = {}
     now_ms = wall_ms()
-    from_kafka = 0
+    from_kafka = replayed = 0
     for tp, records in fetch.items():
         stream_time = known.get(tp.partition)
         for record in records:
-            if not came_over_http(record.headers):
+            origin = header(record.headers, ORIGIN_HEADER)
+            if origin == REPLAYED:
+                replayed += 1
+            elif origin != b"http":  # those were counted by POST /collect
                 from_kafka += 1
             result = validate_bytes(
                 record.value or b"", now_ms, settings.max_event_bytes, settings.future_tolerance_ms
@@ -63,6 +63,7 @@ async def validate_events(
         if stream_time is not None:
             stream_times[tp.partition] = stream_time
     received_kafka.inc(from_kafka)
+    received_replay.inc(replayed)
     outbox.close()
     await asyncio.gather(valid.send(), refused.send())
     return stream_times

@@ -4,6 +4,7 @@
     dmp-faust kafka start|stop|status          the local single-node broker
     dmp-faust generate [options]               synthetic events onto the raw topic
     dmp-faust demo                             broker, worker and generator together
+    dmp-faust dlq replay [options]             dead letters back into the raw topic
 
 Sub-commands import their modules lazily, so ``dmp-faust kafka start`` does
 not pay for importing Faust.
@@ -20,6 +21,7 @@ commands:
   kafka       start, stop or check the local single-node Kafka broker
   generate    produce synthetic events onto the raw topic
   demo        run the broker, a worker and the generator until Ctrl-C
+  dlq         replay dead letters that pass today's validation (dlq replay --help)
 """
 
 
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from dmp_faust import demo
 
         return demo.main(rest)
+    if command == "dlq":
+        from dmp_faust import dlq
+
+        return dlq.main(rest)
     print(f"dmp-faust: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

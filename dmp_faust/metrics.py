@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from dmp_faust.domain.alerts import ALERT_METRICS, DIRECTIONS
 from dmp_faust.domain.events import REASONS
 
-SOURCES = ("kafka", "http")
+SOURCES = ("kafka", "http", "replay")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 

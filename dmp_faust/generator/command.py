@@ -57,18 +57,19 @@ def due(
     return max(0, min(FAST_BATCH, int(reached_ms * rate / 1000) + 1 - queued))
 
 
-def progress_line(sent: int, rate: float, elapsed_s: float) -> str:
+def progress_line(sent: int, rate: float, elapsed_s: float, doing: str = "generate: sent") -> str:
     minutes, seconds = divmod(int(elapsed_s), 60)
     clock = f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
-    return f"generate: sent {sent:,}  {rate:,.0f} ev/s  elapsed {clock}"
+    return f"{doing} {sent:,}  {rate:,.0f} ev/s  elapsed {clock}"
 
 
 class Progress:
     """Progress on stderr: one ``\\r`` line twice a second on a terminal, else a
     line every 5 s; nothing when quiet. ev/s is measured over the last second."""
 
-    def __init__(self, stream: TextIO, quiet: bool) -> None:
+    def __init__(self, stream: TextIO, quiet: bool, doing: str = "generate: sent") -> None:
         self._stream = stream
+        self._doing = doing
         self._tty = stream.isatty()
         self._interval = None if quiet else 0.5 if self._tty else 5.0
         self._samples: deque[tuple[float, int]] = deque([(0.0, 0)])
@@ -85,7 +86,7 @@ class Progress:
         self._next = elapsed_s + self._interval
         then, sent_then = samples[0]
         rate = (sent - sent_then) / (elapsed_s - then) if elapsed_s > then else 0.0
-        line = progress_line(sent, rate, elapsed_s)
+        line = progress_line(sent, rate, elapsed_s, self._doing)
         self._stream.write(f"\r{line:<64}" if self._tty else f"{line}\n")
         self._stream.flush()
         self._shown = True
