@@ -176,3 +176,37 @@ def test_a_spike_and_a_silence_alert_and_the_control_does_not(
         prefix=worker.prefix, data_dir=tmp_path / "empty", DMP_ALERT_SETTLE_S=str(SETTLE_S)
     ).start()
     assert alerts(rebuilt, range_query) == everything
+
+
+def test_a_busy_worker_raises_a_capacity_alert(make_worker: WorkerFactory) -> None:
+    """With a threshold any traffic crosses, a worker under load raises metric "capacity"."""
+    worker = make_worker(DMP_ALERT_CAPACITY_RHO="0.01", DMP_ALERT_CAPACITY_FOR_S="2").start()
+    raw = f"{worker.prefix}.events.raw"
+
+    def opened() -> list[dict[str, Any]]:
+        # keep it busy: a few hundred events a round, until rho has stayed above 0.01
+        produce(
+            worker.bootstrap,
+            raw,
+            [(None, encode(event("page_view", T0, f"b{i}"))) for i in range(300)],
+        )
+        return [a for a in alerts(worker, "?status=open") if a["metric"] == "capacity"]
+
+    found = wait_until(opened, 90, "a capacity alert")
+    alert = found[0]
+    assert alert["campaign_id"] is None and alert["p_value"] is None
+    assert alert["worker"] == worker.url  # its canonical URL
+    assert alert["direction"] == "spike" and alert["observed"] > 0.01
+    assert alert["expected"] == 0.01 and alert["model"]["test"] == "mm1_utilisation"
+    assert metrics(worker.url)['dmp_alerts_open{metric="capacity"}'] == 1
+    assert metrics(worker.url)['dmp_alerts_total{direction="spike",metric="capacity"}'] == 1
+    records = consume(worker.bootstrap, f"{worker.prefix}.alerts", lambda got: len(got) >= 1)
+    first = json.loads(records[0].value)
+    assert records[0].key.decode() == alert["worker"]
+    assert (first["alert_id"], first["metric"], first["status"]) == (
+        alert["alert_id"],
+        "capacity",
+        "open",
+    )
+    # a campaign's alerts are asked of its owner: no capacity alert among them
+    assert alerts(worker, "?campaign_id=cmp-x") == []
