@@ -39,6 +39,9 @@ from dmp_faust.app import app, metrics, settings
 from dmp_faust.bulk import Records, TableWrites
 from dmp_faust.domain import alerts as al
 from dmp_faust.domain.timefmt import format_timestamp
+from dmp_faust.topics import alerts, campaign_events
+from dmp_faust.web import active_partitions
+from tables.campaign_windows import campaign_windows
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +166,7 @@ class PartitionAlerts:
 
     def _campaigns(self) -> Iterator[tuple[str, al.CampaignState]]:
         """Every campaign with state: the database's, and those this take added."""
-        db = self.store.table.data._db_for_partition(self.partition)
-        keys = set()
-        for key in db.keys(from_key=al.CAMPAIGN_PREFIX):
-            if not key.startswith(al.CAMPAIGN_PREFIX):
-                break
-            keys.add(key)
+        keys = {key for key, _ in _under(self.partition, al.CAMPAIGN_PREFIX)}
         keys.update(al.campaign_key(campaign_id) for campaign_id in self._seen)
         for key in sorted(keys):
             raw = self.store.get(key)  # the take's own view
@@ -179,11 +177,8 @@ class PartitionAlerts:
 
     def _expire(self, before: int) -> None:
         """Delete resolved incidents that opened before ``before`` (open ones stay)."""
-        db = self.store.table.data._db_for_partition(self.partition)
-        for seen, key in enumerate(db.keys(from_key=al.INCIDENT_PREFIX)):
-            if seen >= EXPIRY_SCAN or not key.startswith(al.INCIDENT_PREFIX):
-                break
-            if al.incident_window(key) >= before:
+        for seen, (key, _) in enumerate(_under(self.partition, al.INCIDENT_PREFIX)):
+            if seen >= EXPIRY_SCAN or al.incident_window(key) >= before:
                 break
             raw = self.store.get(key)
             if raw is not None and al.decode_incident(raw).status == "resolved":
@@ -201,14 +196,19 @@ def _warn_full(partition: int) -> None:
         )
 
 
+def _under(partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The keys and values under ``prefix`` in the partition's database, in key order
+    (what the take in progress wrote is not there yet)."""
+    db = campaign_windows.data._db_for_partition(partition)  # Faust's RocksDB store
+    for key, value in db.items(from_key=prefix):
+        if not key.startswith(prefix):
+            break
+        yield key, value
+
+
 def incidents(partition: int) -> Iterator[al.Incident]:
     """The incidents kept for ``partition`` (which must be restored here), oldest first."""
-    from tables.campaign_windows import campaign_windows
-
-    db = campaign_windows.data._db_for_partition(partition)
-    for key, value in db.items(from_key=al.INCIDENT_PREFIX):
-        if not key.startswith(al.INCIDENT_PREFIX):
-            break
+    for _, value in _under(partition, al.INCIDENT_PREFIX):
         yield al.decode_incident(value)
 
 
@@ -222,10 +222,6 @@ class AlertGauges(Collector):
     """``dmp_alerts_open{metric}``: the open incidents of the partitions this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from dmp_faust.topics import campaign_events
-        from dmp_faust.web import active_partitions
-        from tables.campaign_windows import campaign_windows
-
         open_now = dict.fromkeys(al.ALERT_METRICS, 0)
         for partition in sorted(active_partitions(campaign_events)):
             raw = campaign_windows.data._db_for_partition(partition).get(al.PARTITION_KEY)
@@ -246,8 +242,6 @@ def capacity_open() -> bool:
 
 
 def new_records() -> Records:
-    from dmp_faust.topics import alerts
-
     return Records(app, alerts)
 
 
