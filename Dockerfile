@@ -24,11 +24,12 @@ COPY agents/ agents/
 COPY tables/ tables/
 RUN pip install --no-deps . && rm -rf /src
 
-# Run as a non-root user. /data holds RocksDB and local state; creating it here
-# owned by that user lets a fresh named volume mounted on it inherit the owner.
+# Run as a non-root user. /data holds RocksDB and local state, /history the Parquet
+# history when docker-compose.yml shares it; creating them here owned by that user
+# lets a fresh named volume mounted on them inherit the owner.
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home dmp \
-    && mkdir -p /data \
-    && chown dmp:dmp /data
+    && mkdir -p /data /history \
+    && chown dmp:dmp /data /history
 USER dmp
 WORKDIR /app
 

@@ -46,6 +46,8 @@ from dmp_faust.domain.segments import evaluate
 from dmp_faust.domain.timefmt import format_timestamp
 from dmp_faust.domain.watermarks import SOURCE_HEADER, Watermarks, decode_source, source_id
 from dmp_faust.domain.windows import advance_stream_time
+from dmp_faust.history.files import Storage
+from dmp_faust.history.sink import record_erasure
 from dmp_faust.metrics import TableGauges
 from dmp_faust.readiness import settled_partitions
 from dmp_faust.settings import DAY_MS
@@ -92,6 +94,7 @@ class Batch:
     # per erased key: the marks and cutoff it keeps (None, None: never erased)
     erased: dict[str, tuple[Watermarks | None, int | None]] = field(default_factory=dict)
     profiles_deltas: dict[int, int] = field(default_factory=dict)  # input offset -> delta
+    notes: list[ErasureNote] = field(default_factory=list)  # for the history's record
     processed: bool = False
 
     def prefetch(self, keys: list[str]) -> None:
@@ -191,7 +194,17 @@ async def _take(run: list[Any]) -> None:
     # the records would already reflect the commands and their output would be lost.
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(forwards.send(), deltas.send(), changes.send())
+    notes = [note for batch in taken.values() for note in batch.notes if note.ids]
+    if notes and settings.history_enabled:  # output too: replayed, it writes the same
+        await asyncio.to_thread(_record_erasures, notes)
     await asyncio.gather(*(batch.store(generation) for batch in taken.values()))
+
+
+def _record_erasures(notes: list[ErasureNote]) -> None:
+    """Tell the history whom to erase (see :mod:`dmp_faust.history.sink`)."""
+    storage = Storage(settings.history_root)
+    for note in notes:
+        record_erasure(storage, note.erasure_id, note.ids)
 
 
 def _next_offset(input_gate: InputGate, partition: int) -> int | None:
@@ -234,6 +247,7 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
             source = (source_id(VIEWS_STREAM, batch.partition), here[1])
         if isinstance(item.command, ErasureNote):  # the latest ones are kept, see the module
             keep_note(batch.statuses, batch.partition, item.command, here[1])
+            batch.notes.append(item.command)
             continue
         marks, before_ms = batch.erased_marks(item.key)
         context = Context(

@@ -5,6 +5,8 @@
     dmp-faust generate [options]               synthetic events onto the raw topic
     dmp-faust demo                             broker, worker and generator together
     dmp-faust dlq replay [options]             dead letters back into the raw topic
+    dmp-faust sql "SELECT ..." [--format F]    SQL over the Parquet history (DuckDB)
+    dmp-faust history compact                  merge the history's small files
 
 Sub-commands import their modules lazily, so ``dmp-faust kafka start`` does
 not pay for importing Faust.
@@ -22,6 +24,8 @@ commands:
   generate    produce synthetic events onto the raw topic
   demo        run the broker, a worker and the generator until Ctrl-C
   dlq         replay dead letters that pass today's validation (dlq replay --help)
+  sql         run SQL over the Parquet history with DuckDB (view `events`)
+  history     look after the Parquet history (history compact)
 """
 
 
@@ -51,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         from dmp_faust import dlq
 
         return dlq.main(rest)
+    if command == "sql":
+        from dmp_faust.history.commands import sql_main
+
+        return sql_main(rest)
+    if command == "history":
+        from dmp_faust.history.commands import history_main
+
+        return history_main(rest)
     print(f"dmp-faust: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -39,6 +39,8 @@ class Metrics:
     latency: Histogram
     expired_window_events: Counter
     alerts: Counter
+    history_rows: Counter
+    history_bytes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -82,6 +84,16 @@ class Metrics:
                 "dmp_alerts",
                 "Incidents opened, by metric and direction",
                 ["metric", "direction"],
+                registry=registry,
+            ),
+            history_rows=Counter(
+                "dmp_history_rows",
+                "Rows written to the Parquet history (each accepted event once)",
+                registry=registry,
+            ),
+            history_bytes=Counter(
+                "dmp_history_bytes",
+                "Bytes of Parquet written to the history by the sink (not compaction)",
                 registry=registry,
             ),
         )

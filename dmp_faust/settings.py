@@ -85,6 +85,11 @@ class Settings:
     alert_max_campaigns: int = 10_000
     alert_capacity_rho: float = 0.8
     alert_capacity_for_s: int = 60
+    # The Parquet history (DMP_HISTORY_*; see the README): None means <data_dir>/history.
+    history_uri: str | None = None
+    history_flush_s: int = 60
+    history_erase_s: int = 3600
+    history_enabled: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -165,7 +170,16 @@ class Settings:
             alert_max_campaigns=number("DMP_ALERT_MAX_CAMPAIGNS", cls.alert_max_campaigns),
             alert_capacity_rho=real("DMP_ALERT_CAPACITY_RHO", cls.alert_capacity_rho, 0.01, 10),
             alert_capacity_for_s=number("DMP_ALERT_CAPACITY_FOR_S", cls.alert_capacity_for_s),
+            history_uri=env.get("DMP_HISTORY_URI", "").strip() or None,
+            history_flush_s=number("DMP_HISTORY_FLUSH_S", cls.history_flush_s, 1, 24 * 3600),
+            history_erase_s=number("DMP_HISTORY_ERASE_S", cls.history_erase_s, 10, 30 * 24 * 3600),
+            history_enabled=_switch(env, "DMP_HISTORY_ENABLED", cls.history_enabled),
         )
+
+    @property
+    def history_root(self) -> str:
+        """Where the Parquet history lives: ``DMP_HISTORY_URI``, else ``<data_dir>/history``."""
+        return self.history_uri or str(self.data_dir / "history")
 
     @property
     def app_id(self) -> str:
@@ -296,6 +310,15 @@ def _alert_settings(number: Callable[..., int], real: Callable[..., float]) -> A
         for name in sorted(AlertSettings.__dataclass_fields__, key=len, reverse=True):
             message = message.replace(name, f"DMP_ALERT_{name.upper()}")
         raise SettingsError(message.replace("DMP_ALERT_DMP_ALERT_", "DMP_ALERT_")) from None
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise SettingsError(f"{name}={raw!r}: expected 1 or 0 (true/false, on/off)")
+    return raw in ("1", "true", "yes", "on")
 
 
 def _kafka_security(env: Mapping[str, str]) -> dict[str, Any]:

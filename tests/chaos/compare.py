@@ -17,7 +17,10 @@ the output topics (a replay sends them again) and the Prometheus counters
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.chaos.cluster import Scraper
@@ -220,6 +223,43 @@ class ErasureFigures:
     ids_checked: int = 0
     frequency_checked: int = 0  # (id, campaign) pairs whose frequency read 0
     frequency_zero: int = 0
+
+
+def check_history(expected: Expected, root: Path, patience_s: float) -> Check:
+    """Every Parquet file of the history read whole: each accepted event once, no
+    erased person's row, nothing else. Waits ``patience_s`` for the last flushes and
+    erasure rewrites (``DMP_HISTORY_FLUSH_S``, ``DMP_HISTORY_ERASE_S``)."""
+    import pyarrow.parquet as pq
+
+    wanted = expected.history_ids()
+    erased = {i for person in expected.erased.values() for i in person.ids}
+
+    def read() -> tuple[Counter[str], int]:
+        ids: Counter[str] = Counter()
+        people = 0
+        for path in (root / "events").rglob("*.parquet"):
+            table = pq.read_table(path, columns=["event_id", "anonymous_id", "user_id"])
+            ids.update(table.column("event_id").to_pylist())
+            for column in ("anonymous_id", "user_id"):
+                people += len(erased.intersection(table.column(column).to_pylist()))
+        return ids, people
+
+    deadline = time.monotonic() + patience_s
+    found, people = read()
+    while (set(found) != wanted or people) and time.monotonic() < deadline:
+        time.sleep(2)
+        found, people = read()
+    check = Check("history", promised=True, keys=len(wanted))
+    for event_id in wanted:
+        check.count(1, found.get(event_id, 0))
+        if found.get(event_id, 0) != 1:
+            check.example(f"{event_id}: {found.get(event_id, 0)} rows")
+    strangers = [e for e in found if e not in wanted]
+    check.mismatched += len(strangers) + people
+    for event_id in strangers[:3]:
+        check.example(f"{event_id}: in the history, not expected (erased or never accepted)")
+    check.note = f"{sum(found.values())} rows, {len(erased)} erased ids, {people} of their rows"
+    return check
 
 
 def check_erasures(

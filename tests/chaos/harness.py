@@ -59,6 +59,9 @@ from tests.chaos.observe import INPUT_TOPICS, get_many, group_lag, health, probe
 from tests.integration.support import Worker, wait_until
 
 PARTITIONS = 8
+HISTORY_FLUSH_S = 5  # DMP_HISTORY_FLUSH_S of the workers
+HISTORY_ERASE_S = 20  # DMP_HISTORY_ERASE_S: erased rows swept out every 5 s
+HISTORY_PATIENCE_S = 90  # how long the history check waits for flushes and sweeps
 PHASE_CHUNKS = {"b": 3, "p": 2, "c": 2}  # chunks each later phase sends
 
 
@@ -113,6 +116,7 @@ class Chaos:
         self.config, self.load, self.expected, self.root = config, load, expected, root
         self.rng = random.Random(config.seed + 1)
         self.broker = Broker(root / "kafka")
+        self.history = root / "history"
         self.run = Run(config, f"chaos{uuid.uuid4().hex[:6]}")
         self.scraper = Scraper()
         self.live: list[Worker] = []
@@ -131,6 +135,10 @@ class Chaos:
             "DMP_PARTITIONS": str(PARTITIONS),
             "DMP_LOG_LEVEL": "warn",
             "DMP_SESSION_TIMEOUT_S": str(self.config.session_timeout_s),
+            # one history for the cluster, as on a shared store; flushed and erased soon
+            "DMP_HISTORY_URI": str(self.history),
+            "DMP_HISTORY_FLUSH_S": str(HISTORY_FLUSH_S),
+            "DMP_HISTORY_ERASE_S": str(HISTORY_ERASE_S),
         }
         worker = Worker(self.broker.bootstrap, self.run.prefix, self.root / name, env=env)
         self.run.workers.append(worker)

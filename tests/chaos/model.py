@@ -96,6 +96,7 @@ class Expected:
     duplicate: int = 0
     bot: int = 0
     accepted_ids: set[str] = field(default_factory=set)
+    people: dict[str, tuple[str, ...]] = field(default_factory=dict)  # event id -> its ids
     windows: dict[str, dict[int, Window]] = field(default_factory=dict)
     profiles: dict[str, ProfileModel] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)  # anonymous id -> user id
@@ -107,6 +108,12 @@ class Expected:
     @property
     def accepted(self) -> int:
         return len(self.accepted_ids)
+
+    def history_ids(self) -> set[str]:
+        """The events the Parquet history must hold: the accepted ones, but none of an
+        erased person (by any of their ids, whenever the event happened)."""
+        erased = {i for person in self.erased.values() for i in person.ids}
+        return {e for e in self.accepted_ids if not erased.intersection(self.people[e])}
 
     def segment_sizes(self) -> dict[str, int]:
         sizes = dict.fromkeys(SEGMENTS, 0)
@@ -166,6 +173,9 @@ def expect(load: Load) -> Expected:
             out.bot += 1
             continue
         out.accepted_ids.add(event_id)
+        out.people[event_id] = tuple(
+            record.event[name] for name in ("anonymous_id", "user_id") if record.event.get(name)
+        )
         accepted.append(record.event)
     for event in accepted:
         if event.get("anonymous_id") and event.get("user_id"):

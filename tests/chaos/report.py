@@ -14,13 +14,22 @@ from tests.chaos.compare import (
     check_accounting,
     check_campaigns,
     check_erasures,
+    check_history,
     check_profile_gauge,
     check_profiles,
     check_segments,
     check_takeover_probes,
     counter_drift,
 )
-from tests.chaos.harness import PARTITIONS, Chaos, ChaosConfig, Run, cleanup, say
+from tests.chaos.harness import (
+    HISTORY_PATIENCE_S,
+    PARTITIONS,
+    Chaos,
+    ChaosConfig,
+    Run,
+    cleanup,
+    say,
+)
 from tests.chaos.load import build_load
 from tests.chaos.model import expect
 from tests.chaos.observe import topic_accounting
@@ -97,6 +106,7 @@ def compare_all(chaos: Chaos) -> tuple[list[Check], list[dict[str, Any]]]:
     if chaos.config.erasures:
         outcomes = chaos.run.eraser.outcomes if chaos.run.eraser else []
         checks.append(check_erasures(expected, chaos.run.planned, outcomes, base))
+    checks.append(check_history(expected, chaos.history, HISTORY_PATIENCE_S))
     return checks, counter_drift(expected, chaos.scraper)
 
 

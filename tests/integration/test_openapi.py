@@ -130,6 +130,7 @@ def test_document_names_every_contract_route_and_ships_with_the_package() -> Non
     assert routes == {
         ("POST", "/collect"),
         ("GET", "/campaigns/{campaign_id}/stats"),
+        ("GET", "/history/campaigns/{campaign_id}"),
         ("GET", "/alerts"),
         ("GET", "/profiles/{profile_id}"),
         ("DELETE", "/profiles/{profile_id}"),

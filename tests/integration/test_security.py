@@ -202,6 +202,7 @@ MEANT = {
     ("GET", "/campaigns/{campaign_id}/stats"): OPEN,
     ("GET", "/segments"): OPEN,
     ("GET", "/alerts"): OPEN,
+    ("GET", "/history/campaigns/{campaign_id}"): OPEN,
     ("GET", "/segments/{segment_id}"): OPEN,
     ("GET", "/profiles/{profile_id}"): NEEDS_TOKEN,
     ("DELETE", "/profiles/{profile_id}"): NEEDS_TOKEN,

@@ -105,6 +105,16 @@ def test_blank_variables_mean_the_default() -> None:
         pytest.param(
             "DMP_ALERT_CAPACITY_FOR_S", "120", "alert_capacity_for_s", 120, id="alert-rho-for"
         ),
+        pytest.param(
+            "DMP_HISTORY_URI",
+            "s3://bucket/history",
+            "history_uri",
+            "s3://bucket/history",
+            id="history-uri",
+        ),
+        pytest.param("DMP_HISTORY_FLUSH_S", "5", "history_flush_s", 5, id="history-flush"),
+        pytest.param("DMP_HISTORY_ERASE_S", "600", "history_erase_s", 600, id="history-erase"),
+        pytest.param("DMP_HISTORY_ENABLED", "0", "history_enabled", False, id="history-off"),
     ],
 )
 def test_each_variable_sets_its_field(variable: str, value: str, field: str, expected: Any) -> None:
@@ -141,6 +151,15 @@ def test_each_variable_sets_its_field(variable: str, value: str, field: str, exp
         pytest.param("DMP_ALERT_SETTLE_S", "-1", id="alert-settle-negative"),
         pytest.param("DMP_ALERT_MIN_EXPECTED", "-0.5", id="alert-min-expected-negative"),
         pytest.param("DMP_ALERT_CAPACITY_RHO", "0", id="alert-rho-zero"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "0", id="history-flush-zero"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "86401", id="history-flush-past-a-day"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "1.5", id="history-flush-float"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "1m", id="history-flush-suffix"),
+        pytest.param("DMP_HISTORY_ERASE_S", "9", id="history-erase-below-10s"),
+        pytest.param("DMP_HISTORY_ERASE_S", "2592001", id="history-erase-past-30-days"),
+        pytest.param("DMP_HISTORY_ERASE_S", "hourly", id="history-erase-word"),
+        pytest.param("DMP_HISTORY_ENABLED", "maybe", id="history-enabled-word"),
+        pytest.param("DMP_HISTORY_ENABLED", "2", id="history-enabled-two"),
     ],
 )
 def test_bad_values_raise_settings_error_naming_the_variable(variable: str, value: str) -> None:
@@ -173,6 +192,12 @@ def test_limits_the_encodings_rely_on_are_refused_at_start_saying_why(
     [
         pytest.param("DMP_PARTITIONS", "1024", "partitions", id="partitions-at-the-limit"),
         pytest.param("DMP_DEDUP_HORIZON_MS", "60000", "dedup_horizon_ms", id="horizon-a-minute"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "1", "history_flush_s", id="history-flush-1s"),
+        pytest.param("DMP_HISTORY_FLUSH_S", "86400", "history_flush_s", id="history-flush-a-day"),
+        pytest.param("DMP_HISTORY_ERASE_S", "10", "history_erase_s", id="history-erase-10s"),
+        pytest.param(
+            "DMP_HISTORY_ERASE_S", "2592000", "history_erase_s", id="history-erase-30-days"
+        ),
     ],
 )
 def test_the_limits_themselves_are_accepted(variable: str, value: str, field: str) -> None:
@@ -413,3 +438,43 @@ def test_alert_knobs_that_do_not_go_together_are_refused_by_their_names() -> Non
         Settings.from_env({"DMP_ALERT_OPEN_AFTER": "5", "DMP_ALERT_SHIFT_AFTER": "3"})
     assert "DMP_ALERT_SHIFT_AFTER" in str(raised.value)
     assert "DMP_ALERT_OPEN_AFTER" in str(raised.value)
+
+
+# --- the Parquet history (DMP_HISTORY_*) ---------------------------------------------
+
+
+def test_history_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.history_uri is None
+    assert (settings.history_flush_s, settings.history_erase_s) == (60, 3600)
+    assert settings.history_enabled is True
+    assert settings.history_root == str(Path("./var") / "history")
+    blank = {
+        name: " "
+        for name in (
+            "DMP_HISTORY_URI",
+            "DMP_HISTORY_FLUSH_S",
+            "DMP_HISTORY_ERASE_S",
+            "DMP_HISTORY_ENABLED",
+        )
+    }
+    assert Settings.from_env(blank) == settings
+
+
+def test_history_root_is_the_uri_else_under_the_data_dir() -> None:
+    assert Settings.from_env({"DMP_DATA_DIR": "/srv/dmp"}).history_root == "/srv/dmp/history"
+    env = {"DMP_DATA_DIR": "/srv/dmp", "DMP_HISTORY_URI": " s3://bucket/dmp/history "}
+    assert Settings.from_env(env).history_root == "s3://bucket/dmp/history"
+    local = Settings.from_env({"DMP_HISTORY_URI": "/mnt/history"})
+    assert local.history_root == "/mnt/history"
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [
+        *((value, True) for value in ("1", "true", "yes", "on", " ON ", "True")),
+        *((value, False) for value in ("0", "false", "no", "off", "OFF", " No ")),
+    ],
+)
+def test_history_enabled_switch(value: str, enabled: bool) -> None:
+    assert Settings.from_env({"DMP_HISTORY_ENABLED": value}).history_enabled is enabled
