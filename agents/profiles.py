@@ -94,7 +94,6 @@ class Batch:
     # per erased key: the marks and cutoff it keeps (None, None: never erased)
     erased: dict[str, tuple[Watermarks | None, int | None]] = field(default_factory=dict)
     profiles_deltas: dict[int, int] = field(default_factory=dict)  # input offset -> delta
-    notes: list[ErasureNote] = field(default_factory=list)  # for the history's record
     processed: bool = False
 
     def prefetch(self, keys: list[str]) -> None:
@@ -194,17 +193,19 @@ async def _take(run: list[Any]) -> None:
     # the records would already reflect the commands and their output would be lost.
     await fence.check(generation)  # a worker dropped from the group writes nothing
     await asyncio.gather(forwards.send(), deltas.send(), changes.send())
-    notes = [note for batch in taken.values() for note in batch.notes if note.ids]
-    if notes and settings.history_enabled:  # output too: replayed, it writes the same
-        await asyncio.to_thread(_record_erasures, notes)
+    erased = {p: b.erased_dirty for p, b in taken.items() if b.erased_dirty and b.next_offset}
+    if erased and settings.history_enabled:  # output too: replayed, it writes the same
+        await asyncio.to_thread(_record_erased, erased, taken)
     await asyncio.gather(*(batch.store(generation) for batch in taken.values()))
 
 
-def _record_erasures(notes: list[ErasureNote]) -> None:
-    """Tell the history whom to erase (see :mod:`dmp_faust.history.sink`)."""
+def _record_erased(erased: dict[int, set[str]], taken: dict[int, Batch]) -> None:
+    """Tell the history every id this take erased (see :mod:`dmp_faust.history.sink`):
+    hashed as the ``erasures`` table keys them, one record per partition and take."""
     storage = Storage(settings.history_root)
-    for note in notes:
-        record_erasure(storage, note.erasure_id, note.ids)
+    for partition, keys in erased.items():
+        record = f"profiles.in:{partition}:{taken[partition].next_offset}"
+        record_erasure(storage, record, [_erasure_key(key).hex() for key in keys])
 
 
 def _next_offset(input_gate: InputGate, partition: int) -> int | None:
@@ -247,7 +248,6 @@ def _handle_record(batch: Batch, event: Any, changes: Records) -> None:
             source = (source_id(VIEWS_STREAM, batch.partition), here[1])
         if isinstance(item.command, ErasureNote):  # the latest ones are kept, see the module
             keep_note(batch.statuses, batch.partition, item.command, here[1])
-            batch.notes.append(item.command)
             continue
         marks, before_ms = batch.erased_marks(item.key)
         context = Context(

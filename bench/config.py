@@ -30,6 +30,8 @@ class BenchConfig:
     profiles: int = 100_000
     audience: int = 1_000_000
     scaling_events: int = 200_000
+    history_events: int = 200_000
+    history_query_events: int = 10_000_000
     campaigns: int = 20
     partitions: int = 8
     latency_seconds: float = 20.0
@@ -62,6 +64,10 @@ class BenchConfig:
             profiles=int(number("BENCH_PROFILES", cls.profiles, 1)),
             audience=int(number("BENCH_AUDIENCE", cls.audience, 0)),
             scaling_events=int(number("BENCH_SCALING_EVENTS", cls.scaling_events, 0)),
+            history_events=int(number("BENCH_HISTORY_EVENTS", cls.history_events, 0)),
+            history_query_events=int(
+                number("BENCH_HISTORY_QUERY_EVENTS", cls.history_query_events, 1_000)
+            ),
             campaigns=int(number("BENCH_CAMPAIGNS", cls.campaigns, 1)),
             partitions=int(number("BENCH_PARTITIONS", cls.partitions, 1)),
             latency_seconds=number("BENCH_LATENCY_SECONDS", cls.latency_seconds, 1, float),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from bench.capacity import LoadPoint
 from bench.config import BenchConfig, Machine
+from bench.history import HistoryFigures, history_table
 from bench.latency import Latency
 from bench.load import LoadResult
 from bench.measure import Accounting, Ceiling, Pipeline
@@ -99,6 +100,14 @@ the worker either keeps up or falls behind for as long as the load lasts.
 """
 
 
+HISTORY_NOTE = """The sink runs in the worker: a Faust agent on `dmp.events.clean` (one
+record per event, unlike the stages' batch records), JSON decoding, columns,
+zstd Parquet written in a thread. Without it the worker does not read the
+clean topic at all. The query figure is the route's own code without HTTP;
+DuckDB reads every file's footer on each query (the view is built by name
+over all files), so the figure grows with the number of files: compact.
+"""
+
 SCALING_NOTE = """### Reading the scaling table, and the plan for a cluster
 
 Each row is a fresh prefix with that many partitions, the same events, and
@@ -167,6 +176,7 @@ class Results:
     crashes: list[str]
     scaling: list[Layout] = field(default_factory=list)
     capacity: list[LoadPoint] = field(default_factory=list)
+    history: HistoryFigures | None = None
 
 
 def table(config: BenchConfig, machine: Machine, results: Results) -> str:
@@ -339,6 +349,7 @@ def results_markdown(config: BenchConfig, machine: Machine, results: Results) ->
         f"## Capacity: the M/M/1 model against the latency measured (this run)\n\n"
         f"{capacity}\n{CAPACITY_NOTE}\n"
         f"## Scaling (this run)\n\n{scaling}\n{SCALING_NOTE}"
+        f"\n## The Parquet history (this run)\n\n{history_table(results.history)}\n{HISTORY_NOTE}"
     )
 
 

@@ -10,12 +10,15 @@ new visitors of the memory phase (0: none), ``BENCH_CAMPAIGNS`` [20],
 always kept when the run fails.
 
 ``BENCH_SCALING_EVENTS`` [200000] events per layout of the scaling phase (0:
-none).
+none). ``BENCH_HISTORY_EVENTS`` [200000] events of each run of the history
+phase (0: none), ``BENCH_HISTORY_QUERY_EVENTS`` [10000000] rows of its query
+(see :mod:`bench.history`).
 
 Phases: broker → topics → load → ceiling → pipeline (fresh worker) →
 latency → memory → audience (one page view from each of ``BENCH_AUDIENCE``
 new visitors, so that many more profiles) → memory → recovery (``kill -9``,
-restart, with all those profiles in the tables) → scaling (partitions and
+restart, with all those profiles in the tables) → history (the sink's cost,
+bytes per event, a query over 10 million events) → scaling (partitions and
 workers, see :mod:`bench.scaling`). The broker and the
 workers are stopped at the end whatever happens.
 """
@@ -37,6 +40,7 @@ import aiohttp
 
 from bench.capacity import measure_capacity
 from bench.config import BenchConfig, ConfigError, Machine
+from bench.history import history_table, measure_history
 from bench.latency import measure_latency
 from bench.load import audience_events, bench_events, load_events, provision
 from bench.measure import Accounting, measure_ceiling, measure_pipeline, measure_recovery
@@ -90,6 +94,15 @@ def _with_broker(config: BenchConfig, root: Path) -> Results:
     broker = kafka_local.start(free_port(), kafka_dir, controller_port=free_port())
     try:
         results = _with_topics(config, root, broker.bootstrap)
+        if config.history_events:
+            say(f"history: {config.history_events:,} events without and with the sink")
+            try:
+                figures = asyncio.run(measure_history(config, broker.bootstrap, root / "history"))
+            except (Exception, KeyboardInterrupt) as exc:  # the other figures still stand
+                say(f"history failed: {type(exc).__name__}: {exc}")
+            else:
+                results = dataclasses.replace(results, history=figures)
+                say(history_table(figures).splitlines()[-1])
         if not config.scaling_events:
             return results
         say(f"scaling: {config.scaling_events:,} events per layout (partitions, workers)")

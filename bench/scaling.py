@@ -68,14 +68,14 @@ async def _one(
                 worker.start()
             for worker in processes:
                 await worker.wait_healthy(session, HEALTH_TIMEOUT_S)
-            seconds = await _drain(session, processes, events, config.pipeline_timeout_s)
+            seconds = await drain(session, processes, events, config.pipeline_timeout_s)
             return Layout(partitions, workers, events, seconds)
     finally:
         for worker in processes:
             worker.stop(timeout=30)
 
 
-async def _drain(
+async def drain(
     session: aiohttp.ClientSession, workers: list[WorkerProcess], events: int, timeout_s: float
 ) -> float:
     """Seconds until the workers' summed counters account for ``events`` and the lag is 0."""

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class WorkerProcess:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # DMP_* settings of this worker
 
     @property
     def url(self) -> str:
@@ -61,6 +62,7 @@ class WorkerProcess:
             "DMP_DATA_DIR": str(self.data_dir),
             "DMP_WEB_PORT": str(self.port),
             "DMP_WEB_HOST": "127.0.0.1",
+            **self.env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

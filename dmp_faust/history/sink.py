@@ -116,17 +116,17 @@ class Erased:
         return cls(namespace, hashes)
 
 
-def record_erasure(storage: Storage, erasure_id: str, hashed_ids: Iterable[str]) -> bool:
-    """Add ``hashed_ids`` to the history's record of erasure ``erasure_id``; whether
-    it grew. Idempotent: a replayed note writes the same record again."""
-    safe = hashlib.sha256(erasure_id.encode()).hexdigest()[:32]  # any id makes a file name
+def record_erasure(storage: Storage, record: str, hashed_ids: Iterable[str]) -> bool:
+    """Add ``hashed_ids`` (erased ids) to the history's record named ``record``;
+    whether it grew. Idempotent: a replayed take writes the same record again."""
+    safe = hashlib.sha256(record.encode()).hexdigest()[:32]  # any name makes a file name
     path = f"{ERASURES_DIR}/{safe}.json"
     raw = storage.read(path)
     ids = set(json.loads(raw)["ids"]) if raw else set()
     grown = ids | set(hashed_ids)
     if raw and grown == ids:
         return False
-    body = {"erasure_id": erasure_id, "ids": sorted(grown)}
+    body = {"record": record, "ids": sorted(grown)}
     storage.write(path, json.dumps(body, sort_keys=True).encode())
     return True
 

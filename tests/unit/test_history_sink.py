@@ -469,7 +469,7 @@ def test_record_erasure_is_idempotent_and_grows_by_union(tmp_path: Path) -> None
     assert (tmp_path / path).stat().st_mtime_ns == stamp
     assert record_erasure(storage, "er-1", [h2])
     assert not record_erasure(storage, "er-1", [h2, h1])
-    assert json.loads(storage.read(path) or b"") == {"erasure_id": "er-1", "ids": sorted([h1, h2])}
+    assert json.loads(storage.read(path) or b"") == {"record": "er-1", "ids": sorted([h1, h2])}
     assert record_erasure(storage, "er-2", [h3])
     assert len(storage.list(ERASURES_DIR)) == 2
     assert Erased.load(storage, NS).hashes == {h1, h2, h3}
