@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from dmp_faust.app import app, fence, metrics, settings
+from dmp_faust.clock import wall_ms
 from dmp_faust.domain.watermarks import SOURCE_HEADER, decode_source
 from dmp_faust.fence import Fenced
 from dmp_faust.history.compact import erase_rows
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 READ_RECORDS: Final = 5_000  # events.clean records read at once
 READ_WAIT_MS: Final = 200
+IDLE_S: Final = 0.1  # pause after a read that found nothing
 YIELD_EVERY: Final = 500  # records handled between two yields to the event loop
 ERASED_EVERY_S: Final = 5.0  # how often the erased ids are read again
 
@@ -48,7 +50,6 @@ _flushing = asyncio.Lock()
 _erased = Erased(settings.app_id)
 _erased_at = float("-inf")
 _swept_at = time.monotonic()
-_checked: dict[str, str] = {}  # file -> the erased set it was last found clean of
 _reader: Any = None
 _reading: dict[int, int | None] = {}  # partition -> the offset the reader was sent to
 
@@ -69,68 +70,82 @@ def _sink(partition: int) -> PartitionSink:
     return sink
 
 
+async def _read_once() -> int:
+    """One read of at most :data:`READ_RECORDS` records; how many were handled."""
+    mine = settled_partitions(valid_events)  # none while a rebalance is on
+    if not mine:
+        return 0
+    reader = await _started_reader()
+    if reader is None:
+        return 0
+    for partition in list(sinks):
+        if partition not in mine:
+            del sinks[partition]  # moved: its new owner reads it from the stored state
+    name = clean_events.get_topic_name()
+    tps = [TopicPartition(name, partition) for partition in sorted(mine)]
+    if set(reader.assignment()) != set(tps):
+        reader.assign(tps)
+        _reading.clear()
+    for tp in tps:
+        following = _sink(tp.partition).next_offset
+        if tp.partition not in _reading or _reading[tp.partition] != following:
+            if following is None:
+                await reader.seek_to_beginning(tp)
+            else:
+                reader.seek(tp, following)
+            _reading[tp.partition] = following
+    try:
+        fetched = await reader.getmany(timeout_ms=READ_WAIT_MS, max_records=READ_RECORDS)
+    except KafkaError as exc:
+        log.warning("history: cannot read events.clean (%r); trying again", exc)
+        return 0
+    handled = 0
+    for tp, records in fetched.items():
+        sink = sinks.get(tp.partition)
+        if sink is None or _reading.get(tp.partition) != sink.next_offset:
+            _reading.pop(tp.partition, None)  # started again meanwhile: seek next time
+            continue
+        for record in records:
+            if sink.next_offset is not None and record.offset < sink.next_offset:
+                continue
+            raw_source = header(record.headers, SOURCE_HEADER)
+            source = decode_source(raw_source) if raw_source else None
+            sink.add(record.offset, record.value, source, _erased, record.timestamp)
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        _reading[tp.partition] = sink.next_offset
+        if sink.rows >= MAX_ROWS:
+            await _flush(tp.partition)
+    return handled
+
+
 if settings.history_enabled:
 
-    @app.timer(READ_WAIT_MS / 1000)
+    @app.task
     async def read_history() -> None:
-        """Read what the partitions this worker owns hold past their sinks' offsets."""
-        mine = settled_partitions(valid_events)  # none while a rebalance is on
-        if not mine:
-            return
-        reader = await _started_reader()
-        if reader is None:
-            return
-        for partition in list(sinks):
-            if partition not in mine:
-                del sinks[partition]  # moved: its new owner reads it from the stored state
-        name = clean_events.get_topic_name()
-        tps = [TopicPartition(name, partition) for partition in sorted(mine)]
-        if set(reader.assignment()) != set(tps):
-            reader.assign(tps)
-            _reading.clear()
-        for tp in tps:
-            following = _sink(tp.partition).next_offset
-            if tp.partition not in _reading or _reading[tp.partition] != following:
-                if following is None:
-                    await reader.seek_to_beginning(tp)
-                else:
-                    reader.seek(tp, following)
-                _reading[tp.partition] = following
-        try:
-            fetched = await reader.getmany(timeout_ms=READ_WAIT_MS, max_records=READ_RECORDS)
-        except KafkaError as exc:
-            log.warning("history: cannot read events.clean (%r); trying again", exc)
-            return
-        handled = 0
-        for tp, records in fetched.items():
-            sink = sinks.get(tp.partition)
-            if sink is None or _reading.get(tp.partition) != sink.next_offset:
-                _reading.pop(tp.partition, None)  # started again meanwhile: seek next time
-                continue
-            for record in records:
-                if sink.next_offset is not None and record.offset < sink.next_offset:
-                    continue
-                raw_source = header(record.headers, SOURCE_HEADER)
-                source = decode_source(raw_source) if raw_source else None
-                sink.add(record.offset, record.value, source, _erased)
-                handled += 1
-                if handled % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            _reading[tp.partition] = sink.next_offset
-            if sink.rows >= MAX_ROWS:
-                await _flush(tp.partition)
+        """Read, for as long as the worker runs, what the partitions it owns hold past
+        their sinks' offsets."""
+        while True:
+            try:
+                handled = await _read_once()
+            except Exception:  # the sink must not stop for good: say it, wait, go on
+                log.exception("history: reading events.clean failed; trying again")
+                handled = 0
+            if not handled:
+                await asyncio.sleep(IDLE_S)
 
     @app.timer(1.0)
     async def tend_history() -> None:
         """Flush what waited long enough; keep the erased ids fresh; sweep erased rows."""
         global _erased, _erased_at, _swept_at
         now = time.monotonic()
-        margin = min(5.0, settings.history_flush_s / 4)  # the sink gets events a bit late
+        due_ms = 1000 * settings.history_flush_s - 2_000  # a flush takes a moment too
         mine = settled_partitions(valid_events)  # none while a rebalance is on
         for partition, sink in list(sinks.items()):
             if mine and partition not in mine:
                 del sinks[partition]  # moved: its new owner reads it from the stored state
-            elif partition in mine and sink.due(now, settings.history_flush_s - margin):
+            elif partition in mine and sink.due(wall_ms(), due_ms):
                 _sink(partition)  # its generation brought up to date, if it holds
                 await _flush(partition)
         if now - _erased_at >= ERASED_EVERY_S:
@@ -158,7 +173,7 @@ async def _flush(partition: int) -> None:
             flush = sink.detach()
             if flush is None:
                 return
-            size = await asyncio.to_thread(flush.write, storage)
+            size = await asyncio.to_thread(flush.write, storage, _erased)
         except Exception:
             log.exception("history: flushing partition %d failed; reading it again", partition)
             sinks.pop(partition, None)
@@ -175,7 +190,7 @@ async def _sweep() -> None:
     if not mine:
         return
     async with _flushing:
-        rewritten = await asyncio.to_thread(erase_rows, storage, _erased, mine, _checked)
+        rewritten = await asyncio.to_thread(erase_rows, storage, _erased, mine)
     if rewritten:
         log.info("history: rewrote %d files without erased people's rows", rewritten)
 

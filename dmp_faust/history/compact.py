@@ -18,7 +18,7 @@ once.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,12 +30,16 @@ import pyarrow.compute as pc
 
 from dmp_faust.history.files import Storage
 from dmp_faust.history.schema import EVENTS_DIR, ID_COLUMNS, SCHEMA, FileName, parse_hour_dir
-from dmp_faust.history.sink import Erased, stored_state
+from dmp_faust.history.sink import STATE_DIR, Erased, erased_mask, stored_state
 
 log = logging.getLogger(__name__)
 
 HOUR_MS: Final = 3_600_000
 CLOSED_AFTER_MS: Final = HOUR_MS  # an hour is closed an hour after it ended (wall clock)
+# A file written this long after an erasure record was written by a sink that had
+# read the record (the sink reads them every few seconds, and filters again when it
+# flushes; a worker stopped for longer is fenced off by the group).
+SWEEP_MARGIN_NS: Final = 60 * 10**9
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def _merged(tables: list[pa.Table], erased: Erased | None) -> pa.Table:
     ``events.clean`` offset once, erased people's rows out, in event-time order."""
     table = pa.concat_tables([_current(table) for table in tables])
     if erased:
-        table = table.filter(pc.invert(_erased_mask(table, erased)))
+        table = table.filter(pc.invert(erased_mask(table, erased)))
     if pc.count_distinct(table.column("kafka_offset")).as_py() < table.num_rows:
         # one row per offset: the first of each
         indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
@@ -153,48 +157,61 @@ def _current(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def _erased_mask(table: pa.Table, erased: Erased) -> pa.ChunkedArray:
-    """True on the rows of an erased person."""
-    mask = None
-    for column in ID_COLUMNS:
-        if column not in table.column_names:
-            continue
-        values = table.column(column)
-        hit = [
-            value
-            for value in pc.unique(values).to_pylist()
-            if value is not None and erased.hash(value) in erased.hashes
-        ]
-        found = pc.fill_null(pc.is_in(values, value_set=pa.array(hit, pa.string())), False)
-        mask = found if mask is None else pc.or_(mask, found)
-    return mask if mask is not None else pa.chunked_array([pa.array([False] * table.num_rows)])
-
-
-def erase_rows(
-    storage: Storage, erased: Erased, partitions: Iterable[int], checked: dict[str, str]
-) -> int:
+def erase_rows(storage: Storage, erased: Erased, partitions: Iterable[int]) -> int:
     """Rewrite the files of ``partitions`` that hold rows of ``erased`` people; how many.
 
-    ``checked`` remembers, per file, the erased set it was last found clean of, so a
-    file is read once per change of the set.
+    What was swept is kept per partition in ``_sink/pNNN.swept.json``, so that a
+    worker that takes a partition over, or starts again, does not read it all
+    again: the erasure records swept, and each file's modification time then.
+    A file is read when a record it was not swept for is older than the file
+    plus :data:`SWEEP_MARGIN_NS`: a file written later than that was written by
+    a sink that knew the record, and left its rows out.
     """
-    wanted, rewritten = set(partitions), 0
-    version = hashlib.sha256("\n".join(sorted(erased.hashes)).encode()).hexdigest()
-    for file in history_files(storage.list(EVENTS_DIR)):
-        if file.name.partition not in wanted or checked.get(file.path) == version:
-            continue
-        try:
-            ids = storage.read_table(file.path, columns=list(ID_COLUMNS))
-            found = pc.any(_erased_mask(ids, erased)).as_py()
-            table = storage.read_table(file.path) if found else ids
-        except FileNotFoundError:
-            continue  # compacted away meanwhile (its merged file is swept on its own)
-        if found:
-            kept = table.filter(pc.invert(_erased_mask(table, erased)))
-            storage.write_table(file.path, _current(kept))
-            log.info(
-                "history: %s: removed %d erased rows", file.path, table.num_rows - kept.num_rows
-            )
-            rewritten += 1
-        checked[file.path] = version
+    rewritten = 0
+    listing = storage.listing(EVENTS_DIR)
+    by_partition: dict[int, list[HistoryFile]] = defaultdict(list)
+    for file in history_files(listing):
+        by_partition[file.name.partition].append(file)
+    for partition in partitions:
+        path = swept_path(partition)
+        raw = storage.read(path)
+        memo = json.loads(raw) if raw else {"records": [], "files": {}}
+        swept = set(memo["records"])
+        files = {}
+        for file in by_partition.get(partition, []):
+            mtime = listing[file.path]
+            known = memo["files"].get(file.path) == mtime
+            pending = [
+                ids
+                for record, (written, ids) in erased.records.items()
+                if (record not in swept or not known) and written + SWEEP_MARGIN_NS > mtime
+            ]
+            if pending:
+                try:
+                    done = _erase_in(storage, file.path, erased)
+                except FileNotFoundError:
+                    continue  # compacted away meanwhile (its merged file is swept on its own)
+                rewritten += done
+                if done:
+                    mtime = storage.mtime(file.path) or mtime
+            files[file.path] = mtime
+        updated = {"records": sorted(set(erased.records)), "files": files}
+        if updated != memo:
+            storage.write(path, json.dumps(updated, sort_keys=True).encode())
     return rewritten
+
+
+def swept_path(partition: int) -> str:
+    return f"{STATE_DIR}/p{partition:03d}.swept.json"
+
+
+def _erase_in(storage: Storage, path: str, erased: Erased) -> bool:
+    """Rewrite one file without the rows of ``erased`` people; whether it held any."""
+    ids = storage.read_table(path, columns=list(ID_COLUMNS))
+    if not pc.any(erased_mask(ids, erased)).as_py():
+        return False
+    table = storage.read_table(path)
+    kept = table.filter(pc.invert(erased_mask(table, erased)))
+    storage.write_table(path, _current(kept))
+    log.info("history: %s: removed %d erased rows", path, table.num_rows - kept.num_rows)
+    return True

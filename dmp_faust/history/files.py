@@ -39,12 +39,23 @@ class Storage:
 
     def list(self, under: str) -> list[str]:
         """Every file below ``under`` (relative paths, sorted); none if it does not exist."""
+        return sorted(self.listing(under))
+
+    def listing(self, under: str) -> dict[str, int]:
+        """Every file below ``under``, with its modification time (epoch ns)."""
         base = f"{self.root}/{under}".rstrip("/")
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         prefix = len(self.root) + 1
-        return sorted(
-            info.path[prefix:] for info in self.fs.get_file_info(selector) if info.is_file
-        )
+        return {
+            info.path[prefix:]: info.mtime_ns or 0
+            for info in self.fs.get_file_info(selector)
+            if info.is_file
+        }
+
+    def mtime(self, path: str) -> int | None:
+        """A file's modification time (epoch ns), or None when it does not exist."""
+        info = self.fs.get_file_info(f"{self.root}/{path}")
+        return info.mtime_ns if info.is_file else None
 
     def read(self, path: str) -> bytes | None:
         """A file's bytes, or None when it does not exist."""

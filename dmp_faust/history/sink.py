@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dmp_faust.domain.enrich import CleanEvent
 from dmp_faust.domain.timefmt import MAX_MS, MIN_MS
@@ -39,6 +40,7 @@ from dmp_faust.domain.watermarks import Watermarks
 from dmp_faust.history.files import Storage
 from dmp_faust.history.schema import (
     EVENTS_DIR,
+    ID_COLUMNS,
     FileName,
     Rows,
     decode_clean,
@@ -88,9 +90,16 @@ class Erased:
     """The hashed ids of erased people (see :func:`dmp_faust.domain.identity.erasure_key`):
     rows of any of them are never written, and are removed from the files."""
 
-    def __init__(self, namespace: str, hashes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        hashes: Iterable[str] = (),
+        records: dict[str, tuple[int, frozenset[str]]] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.hashes = frozenset(hashes)
+        # record file -> (its modification time in epoch ns, the hashes it holds)
+        self.records = records or {}
 
     def __bool__(self) -> bool:
         return bool(self.hashes)
@@ -107,13 +116,31 @@ class Erased:
     @classmethod
     def load(cls, storage: Storage, namespace: str) -> Erased:
         """Every erasure recorded under ``_erasures/`` (see :func:`record_erasure`)."""
-        hashes: set[str] = set()
-        for path in storage.list(ERASURES_DIR):
+        records = {}
+        for path, mtime in storage.listing(ERASURES_DIR).items():
             if path.endswith(".json"):
                 raw = storage.read(path)
                 if raw:
-                    hashes.update(json.loads(raw).get("ids", []))
-        return cls(namespace, hashes)
+                    records[path] = (mtime, frozenset(json.loads(raw).get("ids", [])))
+        hashes = set().union(*(ids for _, ids in records.values()))
+        return cls(namespace, hashes, records)
+
+
+def erased_mask(table: pa.Table, erased: Erased) -> pa.ChunkedArray:
+    """True on the rows of ``table`` that belong to an erased person."""
+    mask = None
+    for column in ID_COLUMNS:
+        if column not in table.column_names:
+            continue
+        values = table.column(column)
+        hit = [
+            value
+            for value in pc.unique(values).to_pylist()
+            if value is not None and erased.hash(value) in erased.hashes
+        ]
+        found = pc.fill_null(pc.is_in(values, value_set=pa.array(hit, pa.string())), False)
+        mask = found if mask is None else pc.or_(mask, found)
+    return mask if mask is not None else pa.chunked_array([pa.array([False] * table.num_rows)])
 
 
 def record_erasure(storage: Storage, record: str, hashed_ids: Iterable[str]) -> bool:
@@ -139,9 +166,14 @@ class Flush:
     files: list[tuple[str, Rows]]
     state: SinkState
 
-    def write(self, storage: Storage) -> int:
-        """Write it; the bytes of data written."""
-        size = sum(storage.write_table(path, rows.table()) for path, rows in self.files)
+    def write(self, storage: Storage, erased: Erased) -> int:
+        """Write it, without the rows of anyone ``erased`` by now; the bytes written."""
+        size = 0
+        for path, rows in self.files:
+            table = rows.table()
+            if erased:
+                table = table.filter(pc.invert(erased_mask(table, erased)))
+            size += storage.write_table(path, table)
         storage.write(state_path(self.partition), self.state.to_bytes())
         return size
 
@@ -158,16 +190,21 @@ class PartitionSink:
         self.hours: dict[int, Rows] = {}
         self.first: int | None = None  # first offset not flushed yet
         self.rows = 0
-        self.since = 0.0  # monotonic time of the oldest record not flushed yet
+        self.since = 0  # Kafka timestamp (epoch ms) of the oldest record not flushed yet
         self.copies = 0  # records dropped as copies (by their source)
         self.erased = 0  # rows dropped as an erased person's
 
     def add(
-        self, offset: int, value: bytes, source: tuple[int, int] | None, erased: Erased
+        self,
+        offset: int,
+        value: bytes,
+        source: tuple[int, int] | None,
+        erased: Erased,
+        timestamp_ms: int,
     ) -> None:
-        """Take the record at ``offset`` (the partition's next one)."""
+        """Take the record at ``offset`` (the partition's next one), sent at ``timestamp_ms``."""
         if self.first is None:
-            self.first, self.since = offset, time.monotonic()
+            self.first, self.since = offset, timestamp_ms
         self.next_offset = offset + 1
         if source is not None:
             if self.marks.covers(*source):
@@ -193,11 +230,12 @@ class PartitionSink:
         rows.add(event, self.partition, offset)
         self.rows += 1
 
-    def due(self, now: float, flush_s: float) -> bool:
-        """Whether the partition should be flushed now (full, or its oldest is old)."""
+    def due(self, now_ms: int, flush_ms: int) -> bool:
+        """Whether the partition should be flushed now: full, or its oldest record was
+        sent ``flush_ms`` ago (so its event was accepted about as long ago)."""
         if self.first is None:
             return False
-        return self.rows >= MAX_ROWS or now - self.since >= flush_s
+        return self.rows >= MAX_ROWS or now_ms - self.since >= flush_ms
 
     def detach(self) -> Flush | None:
         """What is not flushed yet, as a :class:`Flush`; the buffer starts empty again."""

@@ -17,7 +17,14 @@ import pytest
 
 from dmp_faust.domain.enrich import CleanEvent, UserAgent
 from dmp_faust.domain.timefmt import MAX_MS, MIN_MS
-from dmp_faust.history.compact import compact, erase_rows, history_files, visible
+from dmp_faust.history.compact import (
+    SWEEP_MARGIN_NS,
+    compact,
+    erase_rows,
+    history_files,
+    swept_path,
+    visible,
+)
 from dmp_faust.history.files import Storage
 from dmp_faust.history.schema import (
     SCHEMA,
@@ -44,6 +51,7 @@ HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NS = "dmp"
 NOBODY = Erased(NS)
+SENT = 1_800_000_000_000  # when the records were sent (Kafka timestamp, epoch ms)
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
@@ -146,11 +154,11 @@ def test_an_impossible_date_parses_as_none() -> None:
 
 def test_copies_are_dropped_by_their_source() -> None:
     sink = PartitionSink(0, SinkState(), generation=3)
-    sink.add(0, value(0, T0), (1, 10), NOBODY)
-    sink.add(1, value(0, T0), (1, 10), NOBODY)  # the same source again: a copy
-    sink.add(2, value(2, T0), (1, 9), NOBODY)  # lower position of the same source: a copy
-    sink.add(3, value(3, T0), (2, 10), NOBODY)  # same position, other source: kept
-    sink.add(4, value(4, T0), None, NOBODY)  # no source: kept
+    sink.add(0, value(0, T0), (1, 10), NOBODY, SENT)
+    sink.add(1, value(0, T0), (1, 10), NOBODY, SENT)  # the same source again: a copy
+    sink.add(2, value(2, T0), (1, 9), NOBODY, SENT)  # lower position of the same source: a copy
+    sink.add(3, value(3, T0), (2, 10), NOBODY, SENT)  # same position, other source: kept
+    sink.add(4, value(4, T0), None, NOBODY, SENT)  # no source: kept
     assert (sink.rows, sink.copies, sink.next_offset) == (3, 2, 5)
     flush = sink.detach()
     assert flush is not None
@@ -164,8 +172,8 @@ def test_copies_are_dropped_by_their_source() -> None:
 def test_stored_marks_drop_copies_and_are_not_changed_in_place() -> None:
     stored = SinkState(10, {1: 50}, 2)
     sink = PartitionSink(7, stored, generation=4)
-    sink.add(10, value(1, T0), (1, 50), NOBODY)
-    sink.add(11, value(2, T0), (1, 51), NOBODY)
+    sink.add(10, value(1, T0), (1, 50), NOBODY, SENT)
+    sink.add(11, value(2, T0), (1, 51), NOBODY, SENT)
     flush = sink.detach()
     assert flush is not None
     assert flush.state == SinkState(12, {1: 51}, 4)
@@ -178,7 +186,7 @@ def test_rows_are_split_by_the_hour_of_their_event_time() -> None:
     sink = PartitionSink(2, SinkState(), 0)
     times = [T0 + 5 * 60_000, T0 + HOUR + 1, T0 + 10 * 60_000, T0 - 1, T0 + HOUR]
     for offset, ts in enumerate(times, start=100):
-        sink.add(offset, value(offset, ts), None, NOBODY)
+        sink.add(offset, value(offset, ts), None, NOBODY, SENT)
     flush = sink.detach()
     assert flush is not None
     file_name = name(2, 100, 104)
@@ -193,13 +201,13 @@ def test_detach_names_the_offsets_taken_since_the_last_one() -> None:
     sink = PartitionSink(12, SinkState(), 1)
     assert sink.detach() is None
     for offset in range(4):
-        sink.add(offset, value(offset, T0), (0, offset), NOBODY)
+        sink.add(offset, value(offset, T0), (0, offset), NOBODY, SENT)
     first = sink.detach()
     assert first is not None and first.files[0][0].endswith(name(12, 0, 3))
     assert (sink.first, sink.rows, sink.hours) == (None, 0, {})
     assert sink.detach() is None
     for offset in range(4, 7):
-        sink.add(offset, value(offset, T0 + HOUR), (0, offset), NOBODY)
+        sink.add(offset, value(offset, T0 + HOUR), (0, offset), NOBODY, SENT)
     second = sink.detach()
     assert second is not None
     assert [path for path, _ in second.files] == [f"{hour_dir(T0 + HOUR)}/{name(12, 4, 6)}"]
@@ -210,36 +218,34 @@ def test_detach_names_the_offsets_taken_since_the_last_one() -> None:
 
 def test_due_on_age() -> None:
     sink = PartitionSink(0, SinkState(), 0)
-    assert not sink.due(time.monotonic() + 10**6, 60)  # nothing held
-    before = time.monotonic()
-    sink.add(0, value(0, T0), None, NOBODY)
-    assert before <= sink.since <= time.monotonic()
-    assert not sink.due(sink.since + 59.9, 60)
-    assert sink.due(sink.since + 60, 60)
-    since = sink.since
-    sink.add(1, value(1, T0), None, NOBODY)
-    assert sink.since == since  # the age of the oldest record
+    assert not sink.due(SENT + 10**9, 60_000)  # nothing held
+    sink.add(0, value(0, T0), None, NOBODY, SENT)
+    assert sink.since == SENT  # when the record was sent, not when the sink read it
+    assert not sink.due(SENT + 59_999, 60_000)
+    assert sink.due(SENT + 60_000, 60_000)
+    sink.add(1, value(1, T0), None, NOBODY, SENT + 30_000)
+    assert sink.since == SENT  # the age of the oldest record
     sink.detach()
-    assert not sink.due(since + 10**6, 60)
+    assert not sink.due(SENT + 10**9, 60_000)
 
 
 def test_due_on_max_rows_and_copies_do_not_count() -> None:
     sink = PartitionSink(0, SinkState(), 0)
     raw = value(0, T0)
     for offset in range(MAX_ROWS - 1):
-        sink.add(offset, raw, (0, offset), NOBODY)
-    sink.add(MAX_ROWS - 1, raw, (0, 0), NOBODY)  # a copy
+        sink.add(offset, raw, (0, offset), NOBODY, SENT)
+    sink.add(MAX_ROWS - 1, raw, (0, 0), NOBODY, SENT)  # a copy
     assert sink.rows == MAX_ROWS - 1
     assert not sink.due(sink.since, 10**6)
-    sink.add(MAX_ROWS, raw, (0, MAX_ROWS), NOBODY)
+    sink.add(MAX_ROWS, raw, (0, MAX_ROWS), NOBODY, SENT)
     assert sink.due(sink.since, 10**6)
 
 
 def test_a_record_that_is_not_an_event_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
     sink = PartitionSink(5, SinkState(), 0)
     for offset, raw in enumerate([b"not json", b"", b"\xff\xfe", b"[1]", b'{"event_id": 1}']):
-        sink.add(offset, raw, None, NOBODY)
-    sink.add(5, value(5, T0), None, NOBODY)
+        sink.add(offset, raw, None, NOBODY, SENT)
+    sink.add(5, value(5, T0), None, NOBODY, SENT)
     assert (sink.rows, sink.next_offset) == (1, 6)
     assert "events.clean[5]@0 is not an event" in caplog.text
     flush = sink.detach()
@@ -254,8 +260,8 @@ def test_an_event_beyond_the_calendar_does_not_stop_the_partition() -> None:
     (not one dmp-faust accepts: the validator keeps to years 1..9999) must not make
     every later flush of the partition fail."""
     sink = PartitionSink(0, SinkState(), 0)
-    sink.add(0, value(0, T0), None, NOBODY)
-    sink.add(1, value(1, 10**17), None, NOBODY)  # the year ~3 million
+    sink.add(0, value(0, T0), None, NOBODY, SENT)
+    sink.add(1, value(1, 10**17), None, NOBODY, SENT)  # the year ~3 million
     flush = sink.detach()
     assert flush is not None and flush.state.next_offset == 2
     assert (f"{hour_dir(T0)}/{name(0, 0, 1)}", [0]) in [
@@ -274,8 +280,8 @@ def test_an_event_beyond_the_calendar_does_not_stop_the_partition() -> None:
 def test_erased_people_are_not_written(ids: dict[str, str]) -> None:
     erased = Erased(NS, [Erased(NS).hash("gone")])
     sink = PartitionSink(0, SinkState(), 0)
-    sink.add(0, value(0, T0, **ids), None, erased)
-    sink.add(1, value(1, T0, profile_id="kept", anonymous_id="a", user_id="u"), None, erased)
+    sink.add(0, value(0, T0, **ids), None, erased, SENT)
+    sink.add(1, value(1, T0, profile_id="kept", anonymous_id="a", user_id="u"), None, erased, SENT)
     assert (sink.rows, sink.erased, sink.next_offset) == (1, 1, 2)
     flush = sink.detach()
     assert flush is not None
@@ -309,11 +315,11 @@ def test_a_flush_writes_its_files_then_its_state(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
     sink = PartitionSink(3, SinkState(), 9)
     for offset, ts in enumerate([T0 + 1000, T0 + HOUR + 2000, T0 + 3000]):
-        sink.add(offset, rich(offset, ts), (1, offset), NOBODY)
-    sink.add(3, value(3, T0 + 4000), (1, 3), NOBODY)  # the optional fields left out
+        sink.add(offset, rich(offset, ts), (1, offset), NOBODY, SENT)
+    sink.add(3, value(3, T0 + 4000), (1, 3), NOBODY, SENT)  # the optional fields left out
     flush = sink.detach()
     assert flush is not None
-    size = flush.write(storage)
+    size = flush.write(storage, NOBODY)
     assert stored_state(storage, 3) == flush.state == SinkState(4, {1: 3}, 9)
     paths = [path for path, _ in flush.files]
     assert size == sum((tmp_path / path).stat().st_size for path in paths)
@@ -345,12 +351,12 @@ def test_recover_removes_what_a_flush_without_its_state_left(tmp_path: Path) -> 
     storage = Storage(str(tmp_path))
     sink = PartitionSink(3, SinkState(), 1)
     for offset in range(5):
-        sink.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY)
+        sink.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY, SENT)
     committed = sink.detach()
     assert committed is not None
-    committed.write(storage)
+    committed.write(storage, NOBODY)
     for offset in range(5, 9):
-        sink.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY)
+        sink.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY, SENT)
     crashed = sink.detach()
     assert crashed is not None
     for path, rows in crashed.files:  # the data files, and then the crash: no state
@@ -377,7 +383,7 @@ def test_recover_removes_what_a_flush_without_its_state_left(tmp_path: Path) -> 
     again = PartitionSink(3, recover(storage, 3), 2)
     assert again.next_offset == 5
     for offset in range(5, 9):
-        again.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY)
+        again.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY, SENT)
     flush = again.detach()
     assert flush is not None and [path for path, _ in flush.files] == lost
 
@@ -688,19 +694,20 @@ def test_erase_rows_rewrites_only_files_with_erased_rows_of_its_partitions(
     storage.write_table(by_anonymous, rows.table())
     clean = put(storage, T0 + HOUR, 0, 5, 6)
     other = put(storage, T0, 1, 0, 2)  # another partition's
-    erased = Erased(NS, [Erased(NS).hash(person) for person in ("p1", "gone")])
+    record_erasure(storage, "r1", [Erased(NS).hash(person) for person in ("p1", "gone")])
+    erased = Erased.load(storage, NS)
     stamps = {path: (tmp_path / path).stat().st_mtime_ns for path in (clean, other)}
     before = {path: storage.read(path) for path in (clean, other)}
-    checked: dict[str, str] = {}
 
-    assert erase_rows(storage, erased, [0], checked) == 2
+    assert erase_rows(storage, erased, [0]) == 2
     assert offsets(storage.read_table(dirty)) == [0, 2]
     assert storage.read_table(by_anonymous).column("profile_id").to_pylist() == ["stays"]
     assert storage.read_table(dirty).schema.equals(SCHEMA, check_metadata=False)
     for path in (clean, other):
         assert storage.read(path) == before[path]
         assert (tmp_path / path).stat().st_mtime_ns == stamps[path]
-    assert sorted(checked) == sorted([dirty, by_anonymous, clean])
+    swept = json.loads(storage.read(swept_path(0)) or b"")
+    assert sorted(swept["files"]) == sorted([dirty, by_anonymous, clean])
     assert offsets(storage.read_table(other)) == [0, 1, 2]
 
     reads: list[str] = []
@@ -712,14 +719,50 @@ def test_erase_rows_rewrites_only_files_with_erased_rows_of_its_partitions(
 
     monkeypatch.setattr(storage, "read_table", counting)
     stamps = {path: (tmp_path / path).stat().st_mtime_ns for path in listing(storage)}
-    assert erase_rows(storage, erased, [0], checked) == 0
+    assert erase_rows(storage, erased, [0]) == 0  # swept already, by anyone: nothing read
     assert reads == []
     assert {path: (tmp_path / path).stat().st_mtime_ns for path in listing(storage)} == stamps
 
-    more = Erased(NS, [*erased.hashes, Erased(NS).hash("p6")])
-    assert erase_rows(storage, more, [0], checked) == 1
+    record_erasure(storage, "r2", [Erased(NS).hash("p6")])
+    more = Erased.load(storage, NS)
+    assert erase_rows(storage, more, [0]) == 1
     assert sorted(set(reads)) == sorted([dirty, by_anonymous, clean])
     monkeypatch.undo()
     assert offsets(storage.read_table(clean)) == [5]
-    assert erase_rows(storage, more, [1], checked) == 1
+    assert erase_rows(storage, more, [1]) == 1
     assert offsets(storage.read_table(other)) == [0, 2]
+
+
+def test_a_file_written_well_after_an_erasure_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its sink knew the erasure and left the rows out: no need to read it again."""
+    storage = Storage(str(tmp_path))
+    record_erasure(storage, "r1", [Erased(NS).hash("p1")])
+    record = next(iter(Erased.load(storage, NS).records))
+    old = (tmp_path / record).stat().st_mtime_ns - SWEEP_MARGIN_NS - 10**9
+    os.utime(tmp_path / record, ns=(old, old))
+    late = put(storage, T0, 0, 0, 2)  # holds p1's row, as a file no sink writes
+    reads: list[str] = []
+    read_table = storage.read_table
+    monkeypatch.setattr(
+        storage,
+        "read_table",
+        lambda path, columns=None: reads.append(path) or read_table(path, columns),
+    )
+    assert erase_rows(storage, Erased.load(storage, NS), [0]) == 0
+    assert reads == []
+    assert offsets(read_table(late)) == [0, 1, 2]
+
+
+def test_a_flush_leaves_out_who_was_erased_since_the_rows_were_read(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    sink = PartitionSink(0, SinkState(), 0)
+    sink.add(0, value(0, T0, profile_id="p-late"), None, NOBODY, SENT)
+    sink.add(1, value(1, T0, profile_id="kept"), None, NOBODY, SENT)
+    flush = sink.detach()
+    assert flush is not None
+    flush.write(storage, Erased(NS, [Erased(NS).hash("p-late")]))
+    ((path, _),) = flush.files
+    assert storage.read_table(path).column("profile_id").to_pylist() == ["kept"]
+    assert stored_state(storage, 0).next_offset == 2
