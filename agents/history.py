@@ -157,30 +157,34 @@ if settings.history_enabled:
 
 
 async def _flush(partition: int) -> None:
+    """Write what the partition holds: the data files, then proof that this worker
+    still owns the partition, then the state (see :class:`Flush`)."""
     async with _flushing:
         sink = sinks.get(partition)
         if sink is None or sink.first is None:
             return
+        flush = None
         try:
             await fence.check(sink.generation)
-        except Fenced as exc:
-            log.warning(
-                "history: partition %d not flushed, read again by its owner: %s", partition, exc
-            )
-            sinks.pop(partition, None)
-            return
-        try:
             flush = sink.detach()
             if flush is None:
                 return
-            size = await asyncio.to_thread(flush.write, storage, _erased)
-        except Exception:
-            log.exception("history: flushing partition %d failed; reading it again", partition)
-            sinks.pop(partition, None)
+            size = await asyncio.to_thread(flush.write_files, storage, _erased)
+            # A worker stopped (SIGSTOP, a pause) during the writes wakes here, fenced off.
+            await fence.check(sink.generation)
+            if not await asyncio.to_thread(flush.commit, storage):
+                raise Fenced("another worker wrote the partition meanwhile")
+        except Exception as exc:
+            if isinstance(exc, Fenced):
+                log.warning("history: partition %d not flushed: %s", partition, exc)
+            else:
+                log.exception("history: flushing partition %d failed", partition)
+            sinks.pop(partition, None)  # read again from the stored state, by its owner
+            if flush is not None:
+                await asyncio.to_thread(flush.discard, storage)
             return
         sink.stored = flush.state
-        rows = sum(len(rows) for _, rows in flush.files)
-        metrics.history_rows.inc(rows)
+        metrics.history_rows.inc(sum(len(rows) for _, rows in flush.files))
         metrics.history_bytes.inc(size)
 
 

@@ -3,11 +3,12 @@
 Every accepted event (a ``dmp.events.clean`` record) is one row of Apache
 Parquet, in hive partitions by the event's UTC date and hour::
 
-    <root>/events/date=YYYY-MM-DD/hour=HH/p003-000000001200-000000001799.parquet
+    <root>/events/date=YYYY-MM-DD/hour=HH/p003-000000001200-000000001799-g000011.parquet
 
 The file name says which ``events.clean`` partition (``p003``) and which range
-of its offsets (first and last, inclusive) the file's rows came from; a file
-made by ``dmp-faust history compact`` ends in ``-c.parquet`` instead. A file
+of its offsets (first and last, inclusive) the file's rows came from, and the
+group generation of the worker that wrote it; a file made by ``dmp-faust
+history compact`` ends in ``-c.parquet`` instead. A file
 holds only the rows of its range whose event falls in its date and hour.
 
 Columns are typed; ``properties`` and ``traits`` are JSON text, the user agent
@@ -71,22 +72,28 @@ ID_COLUMNS: Final = ("profile_id", "anonymous_id", "user_id")
 
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 24 * _HOUR_MS
-_NAME = re.compile(r"p(\d{3,})-(\d{12,})-(\d{12,})(-c)?\.parquet")
+_NAME = re.compile(r"p(\d{3,})-(\d{12,})-(\d{12,})(?:(-c)|-g(\d{6,}))?\.parquet")
 _json = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(CleanEvent)
 
 
 @dataclass(frozen=True, order=True)
 class FileName:
-    """What a history file's name says: its partition, offsets, and if compacted."""
+    """What a history file's name says: its partition, offsets, and if compacted, or
+    else the group generation of the worker that wrote it (so that two workers that
+    both believed they owned the partition never write the same file)."""
 
     partition: int
     first: int
     last: int
     compacted: bool = False
+    generation: int | None = None
 
     def __str__(self) -> str:
-        tail = "-c" if self.compacted else ""
+        if self.compacted:
+            tail = "-c"
+        else:
+            tail = "" if self.generation is None else f"-g{self.generation:06d}"
         return f"p{self.partition:03d}-{self.first:012d}-{self.last:012d}{tail}.parquet"
 
     @classmethod
@@ -95,7 +102,8 @@ class FileName:
         match = _NAME.fullmatch(name)
         if match is None:
             return None
-        return cls(int(match[1]), int(match[2]), int(match[3]), match[4] is not None)
+        generation = int(match[5]) if match[5] is not None else None
+        return cls(int(match[1]), int(match[2]), int(match[3]), match[4] is not None, generation)
 
 
 def hour_of(ts_ms: int) -> int:

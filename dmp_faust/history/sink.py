@@ -160,21 +160,44 @@ def record_erasure(storage: Storage, record: str, hashed_ids: Iterable[str]) -> 
 
 @dataclass
 class Flush:
-    """What one flush of a partition writes: data files, then the state."""
+    """What one flush of a partition writes: data files (:meth:`write_files`), then,
+    once the worker has proved it still owns the partition, the state
+    (:meth:`commit`); or, if not, nothing (:meth:`discard`)."""
 
     partition: int
     files: list[tuple[str, Rows]]
-    state: SinkState
+    state: SinkState  # after this flush
+    base: SinkState  # before it, as this worker last read or wrote it
 
-    def write(self, storage: Storage, erased: Erased) -> int:
-        """Write it, without the rows of anyone ``erased`` by now; the bytes written."""
+    def write_files(self, storage: Storage, erased: Erased) -> int:
+        """Write the data files, without the rows of anyone ``erased`` by now; their bytes."""
         size = 0
         for path, rows in self.files:
             table = rows.table()
             if erased:
                 table = table.filter(pc.invert(erased_mask(table, erased)))
             size += storage.write_table(path, table)
+        return size
+
+    def commit(self, storage: Storage) -> bool:
+        """Write the state, unless the stored state is no longer the one this flush
+        follows (another worker wrote the partition meanwhile); whether it did."""
+        if stored_state(storage, self.partition) != self.base:
+            return False
         storage.write(state_path(self.partition), self.state.to_bytes())
+        return True
+
+    def discard(self, storage: Storage) -> None:
+        """Delete the data files (their names are this worker's generation's alone)."""
+        for path, _ in self.files:
+            storage.delete(path)
+
+    def write(self, storage: Storage, erased: Erased) -> int:
+        """:meth:`write_files` then :meth:`commit`, with no owner to ask in between."""
+        size = self.write_files(storage, erased)
+        if not self.commit(storage):
+            self.discard(storage)
+            raise RuntimeError(f"partition {self.partition} was written by another worker")
         return size
 
 
@@ -241,11 +264,11 @@ class PartitionSink:
         """What is not flushed yet, as a :class:`Flush`; the buffer starts empty again."""
         if self.first is None or self.next_offset is None:
             return None
-        name = FileName(self.partition, self.first, self.next_offset - 1)
+        name = FileName(self.partition, self.first, self.next_offset - 1, False, self.generation)
         files = [(f"{hour_dir(hour)}/{name}", rows) for hour, rows in sorted(self.hours.items())]
         state = SinkState(self.next_offset, dict(self.marks.offsets), self.generation)
         self.hours, self.first, self.rows = {}, None, 0
-        return Flush(self.partition, files, state)
+        return Flush(self.partition, files, state, self.stored)
 
 
 def recover(storage: Storage, partition: int) -> SinkState:

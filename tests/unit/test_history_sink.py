@@ -68,8 +68,10 @@ def value(i: int, ts: int, **fields: Any) -> bytes:
     return msgspec.json.encode(event(i, ts, **fields))
 
 
-def name(partition: int, first: int, last: int, compacted: bool = False) -> str:
-    return str(FileName(partition, first, last, compacted))
+def name(
+    partition: int, first: int, last: int, compacted: bool = False, generation: int | None = None
+) -> str:
+    return str(FileName(partition, first, last, compacted, generation))
 
 
 def offsets(table: pa.Table) -> list[int]:
@@ -164,7 +166,7 @@ def test_copies_are_dropped_by_their_source() -> None:
     assert flush is not None
     assert flush.state == SinkState(5, {1: 10, 2: 10}, 3)
     [(path, rows)] = flush.files
-    assert path == f"{hour_dir(T0)}/{name(0, 0, 4)}"
+    assert path == f"{hour_dir(T0)}/{name(0, 0, 4, generation=3)}"
     assert rows.columns["kafka_offset"] == [0, 3, 4]
     assert rows.columns["event_id"] == ["e0", "e3", "e4"]
 
@@ -178,7 +180,7 @@ def test_stored_marks_drop_copies_and_are_not_changed_in_place() -> None:
     assert flush is not None
     assert flush.state == SinkState(12, {1: 51}, 4)
     assert [rows.columns["kafka_offset"] for _, rows in flush.files] == [[11]]
-    assert flush.files[0][0].endswith(f"/{name(7, 10, 11)}")
+    assert flush.files[0][0].endswith(f"/{name(7, 10, 11, generation=4)}")
     assert stored.marks == {1: 50}
 
 
@@ -189,7 +191,7 @@ def test_rows_are_split_by_the_hour_of_their_event_time() -> None:
         sink.add(offset, value(offset, ts), None, NOBODY, SENT)
     flush = sink.detach()
     assert flush is not None
-    file_name = name(2, 100, 104)
+    file_name = name(2, 100, 104, generation=0)
     assert [(path, rows.columns["kafka_offset"]) for path, rows in flush.files] == [
         (f"events/date=2023-12-31/hour=23/{file_name}", [103]),
         (f"events/date=2024-01-01/hour=00/{file_name}", [100, 102]),
@@ -203,14 +205,16 @@ def test_detach_names_the_offsets_taken_since_the_last_one() -> None:
     for offset in range(4):
         sink.add(offset, value(offset, T0), (0, offset), NOBODY, SENT)
     first = sink.detach()
-    assert first is not None and first.files[0][0].endswith(name(12, 0, 3))
+    assert first is not None and first.files[0][0].endswith(name(12, 0, 3, generation=1))
     assert (sink.first, sink.rows, sink.hours) == (None, 0, {})
     assert sink.detach() is None
     for offset in range(4, 7):
         sink.add(offset, value(offset, T0 + HOUR), (0, offset), NOBODY, SENT)
     second = sink.detach()
     assert second is not None
-    assert [path for path, _ in second.files] == [f"{hour_dir(T0 + HOUR)}/{name(12, 4, 6)}"]
+    assert [path for path, _ in second.files] == [
+        f"{hour_dir(T0 + HOUR)}/{name(12, 4, 6, generation=1)}"
+    ]
     assert second.files[0][1].columns["kafka_offset"] == [4, 5, 6]
     assert second.state == SinkState(7, {0: 6}, 1)
     assert first.state == SinkState(4, {0: 3}, 1)  # its own copy of the marks
@@ -251,7 +255,7 @@ def test_a_record_that_is_not_an_event_is_skipped(caplog: pytest.LogCaptureFixtu
     flush = sink.detach()
     assert flush is not None
     assert [(path, rows.columns["kafka_offset"]) for path, rows in flush.files] == [
-        (f"{hour_dir(T0)}/{name(5, 0, 5)}", [5])
+        (f"{hour_dir(T0)}/{name(5, 0, 5, generation=0)}", [5])
     ]
 
 
@@ -264,7 +268,7 @@ def test_an_event_beyond_the_calendar_does_not_stop_the_partition() -> None:
     sink.add(1, value(1, 10**17), None, NOBODY, SENT)  # the year ~3 million
     flush = sink.detach()
     assert flush is not None and flush.state.next_offset == 2
-    assert (f"{hour_dir(T0)}/{name(0, 0, 1)}", [0]) in [
+    assert (f"{hour_dir(T0)}/{name(0, 0, 1, generation=0)}", [0]) in [
         (path, rows.columns["kafka_offset"]) for path, rows in flush.files
     ]
 
@@ -385,7 +389,32 @@ def test_recover_removes_what_a_flush_without_its_state_left(tmp_path: Path) -> 
     for offset in range(5, 9):
         again.add(offset, value(offset, T0 + offset * HOUR // 2), (0, offset), NOBODY, SENT)
     flush = again.detach()
-    assert flush is not None and [path for path, _ in flush.files] == lost
+    assert flush is not None  # the same offsets in the same hours, in the new generation's name
+    assert [path for path, _ in flush.files] == [p.replace("-g000001", "-g000002") for p in lost]
+
+
+def test_a_flush_after_another_worker_wrote_the_partition_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped in the middle of a flush wakes to find the partition written by
+    its successor: its data files go, and the state stays the successor's."""
+    storage = Storage(str(tmp_path))
+    zombie, successor = PartitionSink(3, SinkState(), 7), PartitionSink(3, SinkState(), 8)
+    for offset in range(4):
+        zombie.add(offset, value(offset, T0), (0, offset), NOBODY, SENT)
+    for offset in range(6):
+        successor.add(offset, value(offset, T0), (0, offset), NOBODY, SENT)
+    late, first = zombie.detach(), successor.detach()
+    assert late is not None and first is not None
+    late.write_files(storage, NOBODY)  # then stopped; the successor flushes meanwhile
+    first.write(storage, NOBODY)
+    assert not late.commit(storage)
+    late.discard(storage)
+    assert stored_state(storage, 3) == first.state
+    assert all_files(tmp_path) == sorted([state_path(3), *(p for p, _ in first.files)])
+    with pytest.raises(RuntimeError):
+        late.write(storage, NOBODY)
+    assert stored_state(storage, 3) == first.state
 
 
 def test_recover_without_a_state_removes_every_flushed_file_of_the_partition(
