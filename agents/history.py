@@ -32,7 +32,7 @@ from dmp_faust.fence import Fenced
 from dmp_faust.history.compact import erase_rows
 from dmp_faust.history.files import Storage
 from dmp_faust.history.sink import MAX_ROWS, Erased, PartitionSink, recover, stored_state
-from dmp_faust.readiness import settled_partitions
+from dmp_faust.readiness import settled_partitions, takeovers
 from dmp_faust.state import header
 from dmp_faust.topics import clean_events, valid_events
 
@@ -73,7 +73,7 @@ def _sink(partition: int) -> PartitionSink:
 async def _read_once() -> int:
     """One read of at most :data:`READ_RECORDS` records; how many were handled."""
     mine = settled_partitions(valid_events)  # none while a rebalance is on
-    if not mine:
+    if not mine or takeovers.catching_up():  # lookups first: they wait for the stages
         return 0
     reader = await _started_reader()
     if reader is None:

@@ -161,6 +161,19 @@ class _Takeovers:
         self.progress.pop(tp, None)
         return False
 
+    def catching_up(self) -> bool:
+        """Whether a stage here still reads input its partition's previous owner left
+        (what work that can wait, such as the history sink, gives way to)."""
+        now = time.monotonic()
+        for tp, target in self.targets.items():
+            if target is None:
+                return True
+            gate = next(g for g in _WRITERS.values() if g.topic.get_topic_name() == tp.topic)
+            reached = gate.expected(stream_times, tp.partition) or 0
+            if self.progress[tp].state(reached, now) == "behind":
+                return True
+        return False
+
 
 takeovers = _Takeovers()
 app.on_partitions_assigned.connect(takeovers.on_assigned)
