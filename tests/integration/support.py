@@ -217,3 +217,23 @@ class Worker:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
+
+
+def run_cli(worker: Worker, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``dmp-faust ARGS`` with the settings of ``worker`` (its broker, prefix, data)."""
+    env = {
+        **os.environ,
+        "DMP_KAFKA_BOOTSTRAP": worker.bootstrap,
+        "DMP_TOPIC_PREFIX": worker.prefix,
+        "DMP_DATA_DIR": str(worker.data_dir),
+        **worker.env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "dmp_faust.cli", *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

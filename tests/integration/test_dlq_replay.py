@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -16,26 +13,13 @@ from dmp_faust.domain.deadletter import Source, dead_letter
 from dmp_faust.domain.events import Rejection
 from tests.integration.conftest import WorkerFactory
 from tests.integration.events import MINUTE, T0, encode, event
-from tests.integration.support import PROJECT, Worker, call, consume, metrics, produce, wait_until
+from tests.integration.support import Worker, call, consume, metrics, produce, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def replay(worker: Worker, *args: str) -> str:
-    env = {
-        **os.environ,
-        "DMP_KAFKA_BOOTSTRAP": worker.bootstrap,
-        "DMP_TOPIC_PREFIX": worker.prefix,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "dmp_faust.cli", "dlq", "replay", "--quiet", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(worker, "dlq", "replay", "--quiet", *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1]
 

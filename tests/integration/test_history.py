@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 from dmp_faust.history.schema import FileName
 from tests.integration.conftest import WorkerFactory
 from tests.integration.events import GOOGLEBOT, MINUTE, T0, encode, event
-from tests.integration.support import PROJECT, Worker, call, produce, wait_until
+from tests.integration.support import Worker, call, produce, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -26,27 +23,8 @@ HOUR = 60 * MINUTE
 FAST = {"DMP_HISTORY_FLUSH_S": "2"}
 
 
-def command(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DMP_KAFKA_BOOTSTRAP": worker.bootstrap,
-        "DMP_TOPIC_PREFIX": worker.prefix,
-        "DMP_DATA_DIR": str(worker.data_dir),
-        **worker.env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_faust.cli", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def sql(worker: Worker, query: str) -> list[dict[str, Any]]:
-    done = command(worker, "sql", query, "--format", "json")
+    done = run_cli(worker, "sql", query, "--format", "json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -117,11 +95,11 @@ def test_every_accepted_event_is_in_the_history_once_and_answers_sql_and_http(
     assert enriched == [expected]
 
     # SQL: a table by default, csv, json; a bad query fails with DuckDB's message
-    total = command(worker, "sql", "SELECT count(*) AS n FROM events", "--format", "csv")
+    total = run_cli(worker, "sql", "SELECT count(*) AS n FROM events", "--format", "csv")
     assert total.returncode == 0 and total.stdout.split() == ["n", str(len(accepted))]
-    table = command(worker, "sql", "SELECT type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1")
+    table = run_cli(worker, "sql", "SELECT type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1")
     assert table.returncode == 0 and "impression" in table.stdout and "type" in table.stdout
-    bad = command(worker, "sql", "SELECT nope FROM events")
+    bad = run_cli(worker, "sql", "SELECT nope FROM events")
     assert bad.returncode != 0 and "nope" in bad.stderr
 
     # HTTP: over the last 24 h the history agrees with the live windows
@@ -152,7 +130,7 @@ def test_every_accepted_event_is_in_the_history_once_and_answers_sql_and_http(
     # compaction: the closed hours' files merge per partition, nothing lost or doubled
     before = len(files(worker))
     worker.stop()  # nothing more arrives; compaction is also safe while workers write
-    done = command(worker, "history", "compact")
+    done = run_cli(worker, "history", "compact")
     assert done.returncode == 0, done.stderr
     after = files(worker)
     assert len(after) < before
