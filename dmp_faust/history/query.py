@@ -258,7 +258,7 @@ def run_sql(conn: duckdb.DuckDBPyConnection, sql: str, fmt: str = "table") -> st
         writer.writerows(rows)
         return out.getvalue()
     if fmt == "json":
-        return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str)
+        return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str) + "\n"
     return _table(names, rows)
 
 

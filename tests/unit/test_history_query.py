@@ -381,6 +381,7 @@ def test_run_sql_csv(small: duckdb.DuckDBPyConnection) -> None:
 def test_run_sql_json(small: duckdb.DuckDBPyConnection) -> None:
     sql = "SELECT event_id, revenue, user_id, date, timestamp FROM events ORDER BY event_id"
     text = run_sql(small, sql, "json")
+    assert text.endswith("]\n")  # a line of its own in a terminal
     assert json.loads(text) == [
         {
             "event_id": "e1",
