@@ -15,7 +15,10 @@ def main() -> int:
     from dmp_faust.provision import app_topic_specs, ensure_topics
 
     app.discover()  # registers the tables, so their changelogs are known
-    ensure_topics(settings.kafka_bootstrap, app_topic_specs(app, settings.partitions))
+    ensure_topics(
+        settings.kafka_bootstrap,
+        app_topic_specs(app, settings.partitions, settings.replication_factor),
+    )
     return 0
 
 

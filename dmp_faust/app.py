@@ -23,6 +23,7 @@ from dmp_faust.responses import json_errors
 from dmp_faust.settings import Settings
 from dmp_faust.stages import crashes, stage_of
 from dmp_faust.store import SCHEME as STORE_SCHEME
+from dmp_faust.store import install_changelog_queue
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ app = App(
     web_port=settings.web_port,
     canonical_url=f"http://{settings.web_host}:{settings.web_port}",
     topic_partitions=settings.partitions,
-    topic_replication_factor=1,
+    topic_replication_factor=settings.replication_factor,
     # Not Faust's transactions, whatever DMP_PROCESSING_GUARANTEE says: in faust-streaming
     # 0.15 they cover neither sends nor table changelogs (Topic.send passes no
     # transactional id), and a worker killed mid-transaction stops at the next rebalance
@@ -118,6 +119,8 @@ app = App(
 # applied at all: every route a worker serves is one of ours (an @app.page), which
 # tests/integration/test_security.py checks against its list of routes.
 app.web.blueprints = BlueprintManager()
+# Recovery takes no changelog record fetched before the latest rebalance (store.py).
+install_changelog_queue(app)
 
 metrics = Metrics.create(REGISTRY)
 # Checked by every stage before it writes: a worker dropped from the group (paused past

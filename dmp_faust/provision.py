@@ -36,19 +36,29 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    replication_factor: int = 1
+
+    def new_topic(self) -> NewTopic:
+        config = {"min.insync.replicas": str(min_insync(self.replication_factor)), **self.config}
+        return NewTopic(self.name, self.partitions, self.replication_factor, topic_configs=config)
 
 
-def app_topic_specs(app: object, partitions: int) -> list[TopicSpec]:
+def min_insync(replication_factor: int) -> int:
+    """The ``min.insync.replicas`` of a topic: one broker may be away without stopping
+    writes (factor 2: 1, factor 3 and more: 2), and an acknowledged write is on two
+    brokers whenever the factor allows it."""
+    return min(2, max(1, replication_factor - 1))
+
+
+def app_topic_specs(app: object, partitions: int, replication_factor: int = 1) -> list[TopicSpec]:
     """Every topic the app reads or writes: its own, and one changelog per table."""
     from dmp_faust.topics import ALL_TOPICS
 
-    specs = [TopicSpec(topic.get_topic_name(), partitions) for topic in ALL_TOPICS]
+    factor = replication_factor
+    specs = [TopicSpec(topic.get_topic_name(), partitions, {}, factor) for topic in ALL_TOPICS]
     for table in app.tables.values():  # type: ignore[attr-defined]
-        specs.append(
-            TopicSpec(
-                table.changelog_topic.get_topic_name(), partitions, {"cleanup.policy": "compact"}
-            )
-        )
+        changelog = table.changelog_topic.get_topic_name()
+        specs.append(TopicSpec(changelog, partitions, {"cleanup.policy": "compact"}, factor))
     return specs
 
 
@@ -115,9 +125,14 @@ async def _ensure(
         missing = [s for s in specs if s.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
-                await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
-                )
+                answer = await admin.create_topics([s.new_topic() for s in missing])
+            refused = {
+                topic: message
+                for topic, code, message in getattr(answer, "topic_errors", ())
+                if code not in (0, TopicAlreadyExistsError.errno)
+            }
+            if refused:
+                raise ProvisionError(f"Kafka refused to create topics: {refused}")
         await _wait_described(admin, specs, timeout)
     finally:
         await admin.close()
@@ -128,17 +143,27 @@ async def _wait_described(
 ) -> None:
     deadline = time.monotonic() + timeout
     want = {s.name: s.partitions for s in specs}
+    factors = {s.name: s.replication_factor for s in specs}
     while True:
-        found = {
-            d["topic"]: len(d["partitions"])
-            for d in await admin.describe_topics(list(want))
-            if not d.get("error_code")
-        }
+        described = [d for d in await admin.describe_topics(list(want)) if not d.get("error_code")]
+        found = {d["topic"]: len(d["partitions"]) for d in described}
         wrong = {n: c for n, c in found.items() if c and c != want[n]}
         if wrong:
             raise ProvisionError(
                 "topics exist with the wrong number of partitions (want "
                 f"DMP_PARTITIONS={next(iter(want.values()))}): {wrong}"
+            )
+        short = {
+            d["topic"]: least
+            for d in described
+            if d["partitions"]
+            and (least := min(len(p["replicas"]) for p in d["partitions"])) < factors[d["topic"]]
+        }
+        if short:
+            raise ProvisionError(
+                "topics exist with fewer replicas than asked (want "
+                f"DMP_REPLICATION_FACTOR={max(factors.values())}; raise theirs with "
+                f"kafka-reassign-partitions): {short}"
             )
         if all(found.get(n) == c for n, c in want.items()):
             return

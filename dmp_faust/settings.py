@@ -1,8 +1,8 @@
 """Every setting of a worker, read once from the environment.
 
-The names and defaults of the ``DMP_*`` variables are part of the contract
-(``CONTRACT.md``); a setting added here gets a working default and a line in
-the README.
+The names and defaults of the ``DMP_*`` variables are part of the interface
+(``docs/API.md``); a setting added here gets a working default and a line in
+the README and there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from dmp_faust.domain.alerts import AlertSettings
 from dmp_faust.domain.routing import derive_secret
 from dmp_faust.domain.watermarks import MAX_PARTITIONS
+
+MAX_REPLICATION_FACTOR = 16  # more copies than any cluster this is meant for
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -50,6 +52,7 @@ class Settings:
     kafka_bootstrap: str = "localhost:9092"
     topic_prefix: str = "dmp"
     partitions: int = 8
+    replication_factor: int = 1  # of every topic and changelog the app creates
     web_host: str = "localhost"
     web_port: int = 6066
     data_dir: Path = Path("./var")
@@ -146,6 +149,9 @@ class Settings:
                 MAX_PARTITIONS,
                 "the watermarks in table values name a source partition as one of "
                 f"{MAX_PARTITIONS} per input stream; more would mix two sources up",
+            ),
+            replication_factor=number(
+                "DMP_REPLICATION_FACTOR", cls.replication_factor, 1, MAX_REPLICATION_FACTOR
             ),
             web_host=text("DMP_WEB_HOST", cls.web_host),
             web_port=number("DMP_WEB_PORT", cls.web_port, 1, 65535),

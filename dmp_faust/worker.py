@@ -29,7 +29,10 @@ def run_worker(argv: list[str]) -> int:
     if not {"-h", "--help"} & set(argv):
         app.discover()  # registers the tables, so their changelogs are known
         try:
-            ensure_topics(settings.kafka_bootstrap, app_topic_specs(app, settings.partitions))
+            ensure_topics(
+                settings.kafka_bootstrap,
+                app_topic_specs(app, settings.partitions, settings.replication_factor),
+            )
         except (ProvisionError, OSError) as exc:
             print(f"dmp-faust worker: {exc}", file=sys.stderr)
             return 1

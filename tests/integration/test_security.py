@@ -389,3 +389,15 @@ def test_mtls_listener_refuses_a_client_without_certificate(secure_kafka: Secure
 def _inherited() -> dict[str, str]:
     """This process's environment without any DMP_* variable: the test sets its own."""
     return {name: value for name, value in os.environ.items() if not name.startswith("DMP_")}
+
+
+def test_provisioning_refuses_topics_with_fewer_replicas_than_asked(kafka: str) -> None:
+    """A topic that exists with a lower replication factor than DMP_REPLICATION_FACTOR
+    stops the worker at start, and so does a factor the cluster cannot give."""
+    topic = f"replicas-{uuid.uuid4().hex[:6]}"
+    auth = Settings().kafka_auth()
+    ensure_topics(kafka, [TopicSpec(topic, 2)], 30, auth)
+    with pytest.raises(ProvisionError, match=r"fewer replicas than asked.*REPLICATION_FACTOR=2"):
+        ensure_topics(kafka, [TopicSpec(topic, 2, {}, 2)], 30, auth)
+    with pytest.raises(ProvisionError, match=r"refused to create topics.*replication factor"):
+        ensure_topics(kafka, [TopicSpec(f"{topic}-new", 2, {}, 2)], 30, auth)
