@@ -35,6 +35,7 @@ it would never read them. :meth:`EpochStore.wipe` empties such a database; see
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -42,7 +43,10 @@ from typing import Any
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
+from mode.utils.queues import FlowControlQueue
 from rocksdict import WriteBatch
+
+log = logging.getLogger(__name__)
 
 EPOCH_HEADER = "dmp-epoch"
 EPOCH_KEY = b"__faust\0dmp_epoch__"
@@ -181,6 +185,61 @@ class EpochStore(RocksDBStore):
         for key, value in super()._visible_items(db):
             if key != EPOCH_KEY:
                 yield key, value
+
+
+class ChangelogQueue(FlowControlQueue):  # type: ignore[type-arg]
+    """Faust's queue of changelog records for its recovery, minus the records that
+    were fetched in an earlier group generation than the current one.
+
+    Faust's recovery (``Recovery._slurp_changelogs``) remembers the highest offset
+    it took from this queue per partition, and skips any record at or below it. A
+    rebalance clears the queue when the flow resumes, but a record whose delivery
+    was waiting for the flow to resume (``Conductor.on_message`` waits before it
+    puts) goes in after that clearing: a record fetched before the rebalance,
+    taken as the next one of a recovery that has just started again from an
+    earlier offset. The recovery then skipped every record from where it started up
+    to that one, and the table lacked them. Found by the chaos suite: a worker
+    woken from a pause empties its databases (:func:`dmp_faust.fence.wipe_if_dropped`)
+    and rebuilds them from offset 0, while standby records it had fetched before
+    the pause, hundreds of offsets further, were still waiting; the profile whose
+    only record lay in between was gone. Every message carries the generation it
+    was fetched in (Faust's ``Message.generation_id``): a record of an earlier
+    generation is dropped here; the recovery reads it again from where it resumes.
+    """
+
+    def __init__(self, current_generation: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.current_generation = current_generation
+        self.dropped = 0
+
+    async def get(self) -> Any:
+        while True:
+            event = await super().get()
+            fetched_in = getattr(event.message, "generation_id", None)
+            if fetched_in is None or fetched_in == self.current_generation():
+                return event
+            self.dropped += 1
+            log.warning(
+                "recovery: dropped a changelog record of %s[%d] at offset %d fetched in "
+                "generation %s, before the current one (%s)",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+                fetched_in,
+                self.current_generation(),
+            )
+
+
+def install_changelog_queue(app: Any) -> ChangelogQueue:
+    """Give ``app``'s tables a :class:`ChangelogQueue` (before they are started)."""
+    queue = ChangelogQueue(
+        lambda: app.consumer_generation_id,
+        maxsize=app.conf.stream_buffer_maxsize,
+        flow_control=app.flow_control,
+        clear_on_resume=True,
+    )
+    app.tables._changelog_queue = queue
+    return queue
 
 
 STORES.aliases[SCHEME] = f"{__name__}:EpochStore"

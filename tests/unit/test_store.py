@@ -3,6 +3,7 @@ are skipped, from any starting offset, and a dropped worker's databases are empt
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import faust
 import pytest
 from faust.types import TP
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from dmp_faust.fence import Fence, wipe_if_dropped
-from dmp_faust.store import EPOCH_KEY, SCHEME, Epochs, EpochStore, epoch_header
+from dmp_faust.store import EPOCH_KEY, SCHEME, ChangelogQueue, Epochs, EpochStore, epoch_header
 
 TOPIC = "store-test-things-changelog"
 
@@ -146,3 +148,52 @@ def test_recovery_from_the_stored_offset_still_skips_late_records(store: EpochSt
     apply(store, record(0, b"a", b"1", 4), record(1, b"a", b"2", 5))
     apply(store, record(2, b"a", b"late", 4), record(3, b"b", b"x", 5))  # from offset 2 on
     assert visible(store) == {b"a": b"2", b"b": b"x"}
+
+
+async def _deliver(flow: Any, queue: Any, event: Any) -> None:
+    """What Faust's conductor does with a fetched record: wait for the flow, then put."""
+    await flow.acquire()
+    queue.put_nowait_enhanced(event, on_pressure_high=lambda: None, on_pressure_drop=lambda: None)
+
+
+def fetched(offset: int, generation: int) -> Any:
+    event = record(offset, b"k", b"v", None)
+    event.message.generation_id = generation
+    event.message.topic = TOPIC
+    return event
+
+
+@pytest.mark.parametrize("queue_type", ["faust", "ours"])
+def test_recovery_takes_no_record_fetched_before_the_rebalance(queue_type: str) -> None:
+    """A record whose delivery waited through a rebalance lands after the queue was
+    cleared; Faust's recovery would take it as the next one and skip every record
+    before it. Faust's own queue hands it out; ours drops it."""
+    first, dropped = asyncio.run(_rebalance_with_a_late_delivery(queue_type))
+    if queue_type == "faust":
+        assert first == 338  # the defect, in Faust's queue
+    else:
+        assert (first, dropped) == (0, 1)
+
+
+async def _rebalance_with_a_late_delivery(queue_type: str) -> tuple[int, int]:
+    flow = FlowControlEvent(initially_suspended=False)
+    generation = {"now": 9}
+    options = {"maxsize": 100, "flow_control": flow, "clear_on_resume": True}
+    if queue_type == "faust":
+        queue = FlowControlQueue(**options)
+    else:
+        queue = ChangelogQueue(lambda: generation["now"], **options)
+    queue.put_nowait_enhanced(
+        fetched(300, 9), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+    )
+    flow.suspend()  # the rebalance: a fetched standby record waits to be delivered
+    stale = asyncio.ensure_future(_deliver(flow, queue, fetched(338, 9)))
+    await asyncio.sleep(0)
+    generation["now"] = 11  # assigned again, in a new generation
+    flow.resume()  # clears the queue (offset 300 is gone), then lets offset 338 in
+    await stale
+    queue.put_nowait_enhanced(
+        fetched(0, 11), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+    )  # the rebuild from the start
+    first = await asyncio.wait_for(queue.get(), 1)
+    return first.message.offset, getattr(queue, "dropped", 0)
