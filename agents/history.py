@@ -142,16 +142,19 @@ if settings.history_enabled:
         now = time.monotonic()
         due_ms = 1000 * settings.history_flush_s - 2_000  # a flush takes a moment too
         mine = settled_partitions(valid_events)  # none while a rebalance is on
+        # While a stage catches up on partitions just taken over, the lookups waiting
+        # for it come first: no flush, no sweep (the reader is held back too).
+        waiting = takeovers.catching_up()
         for partition, sink in list(sinks.items()):
             if mine and partition not in mine:
                 del sinks[partition]  # moved: its new owner reads it from the stored state
-            elif partition in mine and sink.due(wall_ms(), due_ms):
+            elif partition in mine and not waiting and sink.due(wall_ms(), due_ms):
                 _sink(partition)  # its generation brought up to date, if it holds
                 await _flush(partition)
         if now - _erased_at >= ERASED_EVERY_S:
             _erased_at = now
             _erased = await asyncio.to_thread(Erased.load, storage, settings.app_id)
-        if _erased and now - _swept_at >= settings.history_erase_s / 4:
+        if _erased and not waiting and now - _swept_at >= settings.history_erase_s / 4:
             _swept_at = now
             await _sweep()
 
