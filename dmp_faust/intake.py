@@ -34,6 +34,7 @@ from dmp_faust.stages import crashes
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 1.0
+INTAKES: list[Intake] = []  # every intake created, for dmp_stage_lag (agents/lag.py)
 
 Records = dict[TopicPartition, list[Any]]  # a fetch: aiokafka ConsumerRecords by partition
 # Called with a fetch and the stream times of its partitions (None: unknown yet);
@@ -70,10 +71,12 @@ class Intake(Service):
         self.group_id = f"{settings.app_id}-intake"
         self._stream_times: dict[int, int | None] = {}
         self._handled: dict[TopicPartition, int] = {}  # next offset, not committed yet
+        self._next: dict[TopicPartition, int] = {}  # next offset, committed or not
         self._commit_due = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         # Held from a fetch's handling to its bookkeeping; a rebalance waits for it.
         self._busy = asyncio.Lock()
+        INTAKES.append(self)
 
     def _client_options(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.settings.kafka_bootstrap, **self.settings.kafka_auth()}
@@ -123,7 +126,7 @@ class Intake(Service):
         known = {tp.partition: self._stream_times.get(tp.partition) for tp in fetch}
         self._stream_times.update(await self.handler(fetch, known))
         for tp, records in fetch.items():
-            self._handled[tp] = records[-1].offset + 1
+            self._handled[tp] = self._next[tp] = records[-1].offset + 1
 
     async def commit(self) -> None:
         """Commit the handled offsets, each with its partition's stream time."""
@@ -150,6 +153,30 @@ class Intake(Service):
             await self.commit()
             for tp in revoked:
                 self._stream_times.pop(tp.partition, None)
+                self._next.pop(tp, None)
+
+    async def offsets(self) -> dict[int, tuple[int, int, int]]:
+        """(next offset to handle, log start, log end) of each partition assigned here:
+        after the last record handled, or, with none handled since the assignment, the
+        consumer's position (where it resumed, its committed offset)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        tps = list(consumer.assignment())
+        if not tps:
+            return {}
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        found = {}
+        for tp in tps:
+            following = self._next.get(tp)
+            if following is None:
+                try:
+                    following = await consumer.position(tp)
+                except IllegalStateError:  # revoked meanwhile
+                    continue
+            found[tp.partition] = (following, starts[tp], ends[tp])
+        return found
 
     async def _load_stream_times(self, tps: list[TopicPartition]) -> None:
         """The stream times committed with the offsets of newly assigned partitions."""

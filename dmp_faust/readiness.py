@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from faust.types import TP
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from dmp_faust.app import app, settings
 from dmp_faust.domain.rebalances import CatchUp, RebalanceLog, misplaced_partitions
@@ -242,3 +247,23 @@ def readiness() -> tuple[bool, str | None]:
         )
     _ready_since[0] = rebalances.sequence
     return True, None
+
+
+class RecoveringPartitions(Collector):
+    """``dmp_recovering_partitions``: active partitions whose tables are not restored
+    here yet (what ``/health`` lists as ``recovering_partitions``); NaN when that
+    cannot be read."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            count: float = len(recovering_partitions())
+        except Exception:  # the app not started yet: nothing to tell
+            count = math.nan
+        yield GaugeMetricFamily(
+            "dmp_recovering_partitions",
+            "Active partitions whose tables are not restored on this worker yet",
+            value=count,
+        )
+
+
+REGISTRY.register(RecoveringPartitions())

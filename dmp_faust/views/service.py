@@ -6,6 +6,7 @@ from typing import Any
 
 from faust.web import View
 
+from agents import lag as stage_lag
 from dmp_faust import capacity
 from dmp_faust.app import app
 from dmp_faust.collect import collect
@@ -38,6 +39,7 @@ class Health(View):
             "recovering_partitions": recovering,
             "stages": stages,
             "capacity": capacity.latest().as_dict(),
+            "stage_lag": stage_lag.as_json(),
         }
         if not ready or failing:
             body.update(error="unavailable", detail=why if not ready else failing)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -18,7 +20,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.chaos.observe import INPUT_TOPICS, INTAKE_TOPICS
 from tests.integration.conftest import WorkerFactory
 from tests.integration.events import CHROME, GOOGLEBOT, MINUTE, T0, encode, event, expected_windows
-from tests.integration.support import Worker, call, consume, metrics, produce, wait_until
+from tests.integration.support import (
+    Worker,
+    call,
+    consume,
+    create_topic,
+    metrics,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -405,3 +415,71 @@ def test_consumer_group_commits_reach_the_end_once_drained(make_worker: WorkerFa
         wait_until(caught_up, 60, "the commits to reach the ends")
     except AssertionError as exc:
         raise AssertionError(f"committed offsets behind the ends: {behind}") from exc
+
+
+def test_stage_lag_counts_what_each_stage_has_left_and_reaches_zero(
+    make_worker: WorkerFactory,
+) -> None:
+    """dmp_stage_lag and /health's stage_lag: every stage, every partition the worker
+    owns, from the stage's own next offset. A backlog waiting when the worker starts
+    shows as lag (no more than was sent), and every figure comes to 0 once it is
+    processed."""
+    worker = make_worker(DMP_PARTITIONS="4")
+    campaign = f"cmp-{uuid.uuid4().hex[:8]}"
+    sent = 60_000
+    events = [
+        event("impression", T0 + 40 * MINUTE + i % 60_000, f"u{i % 500}", campaign)
+        for i in range(sent)
+    ]
+    asyncio.run(create_topic(worker.bootstrap, f"{worker.prefix}.events.raw", 4))
+    produce(worker.bootstrap, f"{worker.prefix}.events.raw", [(None, encode(e)) for e in events])
+    stages = {
+        "validate_events",
+        "deduplicate_events",
+        "build_profiles",
+        "count_segment_sizes",
+        "count_campaign_stats",
+        "read_history",
+    }
+    peaks: Counter[str] = Counter()
+    seen: list[Any] = []
+
+    def drained() -> bool:
+        status, body = call("GET", f"{worker.url}/health")
+        lag = body.get("stage_lag", {})
+        seen[:] = [lag]
+        for stage, figures in lag.items():
+            peaks[stage] = max(peaks[stage], figures["total"])
+        return (
+            status == 200
+            and set(lag) == stages
+            and all(set(lag[s]["partitions"]) == {"0", "1", "2", "3"} for s in stages)
+            and all(lag[s]["total"] == 0 for s in stages)
+        )
+
+    watching = threading.Event()
+
+    def watch() -> None:  # from the worker's first answer on, 503 included
+        while not watching.wait(0.1):
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                drained()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        worker.start()
+        wait_until(drained, 120, "every stage's lag to reach 0", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"stage_lag: {seen}") from exc
+    finally:
+        watching.set()
+        watcher.join(5)
+    # The intake reads fastest, and is often through before the first figures: some
+    # stage after it still has records left then.
+    assert 0 < max(peaks.values()) <= sent, peaks
+    query = f"?from={T0 + 40 * MINUTE}&to={T0 + 41 * MINUTE}"
+    wait_for_totals(worker, campaign, query, sent, 0, 0)
+    samples = metrics(worker.url)
+    series = {name for name in samples if name.startswith("dmp_stage_lag{")}
+    assert len(series) == len(stages) * 4, sorted(series)
+    assert all(samples[name] == 0 for name in series)
