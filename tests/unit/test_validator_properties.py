@@ -24,7 +24,7 @@ from dmp_faust.domain.batches import decode_valid, encode_batch
 from dmp_faust.domain.collect import BodyTooLarge, parse_body
 from dmp_faust.domain.events import Event, Rejection, validate_bytes, validate_object
 
-# The contract's list (CONTRACT.md), written out here rather than imported.
+# The documented list (docs/API.md), written out here rather than imported.
 CONTRACT_REASONS = {
     "malformed_json",
     "not_an_object",
