@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration bench chaos clean
+.PHONY: install system demo test lint unit integration bench chaos clean
 
 install: $(STAMP)
 
@@ -29,9 +29,21 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration -q
 
+# Debian packages the tests drive for real: Prometheus (server and promtool) and
+# headless Chromium (the dashboard test). Installed with apt-get where missing.
+SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus chromium:chromium
+system:
+	@missing=""; for pair in $(SYSTEM_COMMANDS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
+	fi
+
 # The whole suite: lint, then unit and integration tests in one pytest run.
 # The integration tests start their own Kafka broker and stop it at the end.
-test: lint
+test: lint system
 	$(BIN)/pytest tests -q -p no:cacheprovider
 
 # Throughput, latency, memory and recovery on a broker of its own; writes bench/RESULTS.md.
