@@ -206,6 +206,13 @@ def _under(partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield key, value
 
 
+def campaign_ids(partition: int) -> list[str]:
+    """The campaigns ``partition`` watches (at most ``DMP_ALERT_MAX_CAMPAIGNS``; a
+    campaign quiet for long is retired), in id order."""
+    size = len(al.CAMPAIGN_PREFIX)
+    return [key[size:].decode() for key, _ in _under(partition, al.CAMPAIGN_PREFIX)]
+
+
 def incidents(partition: int) -> Iterator[al.Incident]:
     """The incidents kept for ``partition`` (which must be restored here), oldest first."""
     for _, value in _under(partition, al.INCIDENT_PREFIX):

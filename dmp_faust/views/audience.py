@@ -201,8 +201,13 @@ class Frequency(View):
 @app.page("/segments")
 class Segments(View):
     async def get(self, request: Any) -> Any:
-        sizes = await asyncio.gather(*(_size_from_owner(request, seg) for seg in RULES))
-        return json_response([{"segment": s, "size": n} for s, n in zip(RULES, sizes, strict=True)])
+        return json_response(await all_sizes(request))
+
+
+async def all_sizes(request: Any) -> list[dict[str, Any]]:
+    """Every segment's size, each from its owner (the answer of ``GET /segments``)."""
+    sizes = await asyncio.gather(*(_size_from_owner(request, seg) for seg in RULES))
+    return [{"segment": s, "size": n} for s, n in zip(RULES, sizes, strict=True)]
 
 
 @app.page("/segments/{segment_id}")

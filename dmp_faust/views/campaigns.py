@@ -31,36 +31,43 @@ class CampaignStats(View):
         routed = await route_to_owner(request, campaign_windows, campaign_id)
         if routed is not None:
             return routed
-        partition = partition_for(campaign_id)
-        stream_time = decode_int(stream_times.get(f"campaign_stats:{partition}"))
-        try:
-            span = resolve_range(
-                request.query.get("from"),
-                request.query.get("to"),
-                stream_time if stream_time is not None else wall_ms(),
-                settings.window_ms,
-                settings.default_range_ms,
-                settings.retention_ms + settings.window_ms,
-            )
-        except BadParameter as exc:
-            raise HttpError(400, "bad_parameter", str(exc)) from None
-        starts = window_starts(span.from_ms, span.to_ms, settings.window_ms)
-        summary = summarise(
-            ((start, _read_window(campaign_id, start, stream_time)) for start in starts),
-            settings.window_ms,
-            span.from_ms,
-            span.to_ms,
-        )
         return json_response(
-            {
-                "campaign_id": campaign_id,
-                "from": format_timestamp(span.from_ms),
-                "to": format_timestamp(span.to_ms),
-                "stream_time": format_timestamp(stream_time) if stream_time is not None else None,
-                "totals": _row_json(summary.totals, with_bounds=False),
-                "windows": [_row_json(row) for row in summary.windows],
-            }
+            local_stats(campaign_id, request.query.get("from"), request.query.get("to"))
         )
+
+
+def local_stats(campaign_id: str, frm: str | None, to: str | None) -> dict[str, Any]:
+    """The answer of ``/campaigns/{id}/stats`` from this worker's table (the campaign's
+    partition restored here); ``frm``/``to`` as the query gives them (None: the last
+    hour of the partition's stream time)."""
+    partition = partition_for(campaign_id)
+    stream_time = decode_int(stream_times.get(f"campaign_stats:{partition}"))
+    try:
+        span = resolve_range(
+            frm,
+            to,
+            stream_time if stream_time is not None else wall_ms(),
+            settings.window_ms,
+            settings.default_range_ms,
+            settings.retention_ms + settings.window_ms,
+        )
+    except BadParameter as exc:
+        raise HttpError(400, "bad_parameter", str(exc)) from None
+    starts = window_starts(span.from_ms, span.to_ms, settings.window_ms)
+    summary = summarise(
+        ((start, _read_window(campaign_id, start, stream_time)) for start in starts),
+        settings.window_ms,
+        span.from_ms,
+        span.to_ms,
+    )
+    return {
+        "campaign_id": campaign_id,
+        "from": format_timestamp(span.from_ms),
+        "to": format_timestamp(span.to_ms),
+        "stream_time": format_timestamp(stream_time) if stream_time is not None else None,
+        "totals": _row_json(summary.totals, with_bounds=False),
+        "windows": [_row_json(row) for row in summary.windows],
+    }
 
 
 def _read_window(campaign_id: str, start: int, stream_time: int | None) -> WindowStats | None:

@@ -140,6 +140,9 @@ def test_document_names_every_contract_route_and_ships_with_the_package() -> Non
         ("GET", "/frequency/{profile_id}/{campaign_id}"),
         ("GET", "/health"),
         ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/static/{name}"),
+        ("GET", "/dashboard/summary"),
     }
     secured = {
         (m.upper(), p)

@@ -208,11 +208,19 @@ MEANT = {
     ("DELETE", "/profiles/{profile_id}"): NEEDS_TOKEN,
     ("GET", "/frequency/{profile_id}/{campaign_id}"): NEEDS_TOKEN,
     ("GET", "/erasures/{erasure_id}"): NEEDS_TOKEN,
+    # the dashboard: aggregates only, no personal data
+    ("GET", "/"): OPEN,
+    ("GET", "/static/{name}"): OPEN,
+    ("GET", "/dashboard/summary"): OPEN,
 }
-SAMPLES = {"profile_id": "user-sec-1", "campaign_id": "cmp-sec", "segment_id": "engaged"}
-# Faust's own pages (faust-streaming 0.15): all must be gone.
+SAMPLES = {
+    "profile_id": "user-sec-1",
+    "campaign_id": "cmp-sec",
+    "segment_id": "engaged",
+    "name": "dashboard.js",
+}
+# Faust's own pages (faust-streaming 0.15): all must be gone (/ is the dashboard now).
 FAUST_PAGES = [
-    "/",
     "/table/",
     "/table/profiles/",
     "/table/profiles/user-sec-1/",
