@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-PROMETHEUS: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+PROMETHEUS: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
 
 # The contract's metrics: those the Grafana dashboard must show, and the rest.
 DASHBOARD_METRICS = [
@@ -35,6 +36,7 @@ DASHBOARD_METRICS = [
     "dmp_events_duplicate_total",
     "dmp_events_bot_total",
     "dmp_event_latency_seconds",
+    "dmp_stage_lag",
 ]
 CONTRACT_METRICS = {*DASHBOARD_METRICS, "dmp_profiles", "dmp_segment_size", "dmp_alerts_total"}
 
@@ -366,9 +368,20 @@ def test_prometheus_scrapes_worker_metrics_every_5s(service: str) -> None:
 
 def test_prometheus_reads_the_deploy_config() -> None:
     assert host_path("prometheus", "/etc/prometheus/prometheus.yml") == (
-        ROOT / "deploy" / "prometheus.yml"
+        PROMETHEUS_DIR / "prometheus.yml"
     )
     assert 9090 in published_ports("prometheus")
+
+
+def test_prometheus_sees_the_rule_files_of_its_config() -> None:
+    """A relative rule file is read from the config's directory in the container."""
+    rule_files = PROMETHEUS.get("rule_files", [])
+    assert rule_files
+    for rule_file in rule_files:
+        in_container = PurePosixPath("/etc/prometheus") / rule_file
+        path = host_path("prometheus", str(in_container))
+        assert path is not None, f"prometheus does not mount {in_container}"
+        assert path == PROMETHEUS_DIR / rule_file and path.is_file()
 
 
 # --- Grafana -----------------------------------------------------------------------------------
