@@ -1,9 +1,9 @@
 """``dmp-faust demo`` (what ``make demo`` runs): the whole stack on one machine.
 
 Starts the local Kafka broker, one worker and the synthetic event generator,
-prints the URLs to open, and on Ctrl-C stops the generator, then the worker,
-then the broker. ``DMP_DEMO_RATE`` sets the generator's events per second
-(default 50).
+prints the URLs to open (the dashboard first), and on Ctrl-C, SIGTERM or
+SIGHUP stops the generator, then the worker, then the broker.
+``DMP_DEMO_RATE`` sets the generator's events per second (default 50).
 
 So that alerts have a history to learn from, the generator first sends
 :data:`BACKFILL_MINUTES` of past traffic, 30 times faster than the clock,
@@ -32,6 +32,11 @@ from dmp_faust.settings import Settings
 HEALTH_TIMEOUT_S = 120
 BACKFILL_MINUTES = 70  # more than the detector's warm-up (60 windows), plus the settle delay
 ANOMALY_AT = 66  # minute of the history at which cmp-002 goes silent
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str]) -> int:
@@ -41,11 +46,13 @@ def main(argv: list[str]) -> int:
     rate = os.environ.get("DMP_DEMO_RATE", "50")
     if not rate.replace(".", "", 1).isdigit() or float(rate) <= 0:
         raise SystemExit(f"demo: DMP_DEMO_RATE={rate!r}: events a second, above 0")
-    print(f"demo: starting Kafka on port {port} (data in {kafka_dir}) ...", flush=True)
-    broker = kafka_local.start(port, kafka_dir)
-    env = {**_plaintext(os.environ), "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}
     children: list[subprocess.Popen[bytes]] = []
+    for stop_on in STOP_SIGNALS:  # as Ctrl-C: kill, a closed terminal, a service manager
+        signal.signal(stop_on, _interrupt)
     try:
+        print(f"demo: starting Kafka on port {port} (data in {kafka_dir}) ...", flush=True)
+        broker = kafka_local.start(port, kafka_dir)
+        env = {**_plaintext(os.environ), "DMP_KAFKA_BOOTSTRAP": broker.bootstrap}
         worker = _spawn(["worker"], env, settings.data_dir / "demo-worker.log")
         children.append(worker)
         base = f"http://localhost:{settings.web_port}"
@@ -57,6 +64,8 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for stop_on in (signal.SIGINT, *STOP_SIGNALS):  # a second one must not cut this short
+            signal.signal(stop_on, signal.SIG_IGN)
         print("\ndemo: stopping generator, worker and Kafka ...", flush=True)
         for child in reversed(children):
             _stop(child)
@@ -102,6 +111,7 @@ def _print_urls(base: str, data_dir: Path) -> None:
     print(
         f"""
 demo: running. Open:
+  {base}/                             the live dashboard
   {base}/campaigns/cmp-001/stats     campaign statistics, last hour of stream time
   {base}/campaigns/cmp-002/stats?from=<RFC 3339>&to=<RFC 3339>
   {base}/alerts                       anomaly alerts (the labelled anomaly: cmp-002 goes
@@ -109,7 +119,7 @@ demo: running. Open:
   {base}/metrics                      Prometheus metrics
   {base}/health                       worker health
 worker log: {data_dir / "demo-worker.log"}
-Press Ctrl-C to stop everything.
+Press Ctrl-C (or send SIGTERM or SIGHUP) to stop everything.
 """,
         flush=True,
     )
