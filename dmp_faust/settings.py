@@ -93,6 +93,7 @@ class Settings:
     history_flush_s: int = 60
     history_erase_s: int = 3600
     history_enabled: bool = True
+    metrics_created: bool = False  # the *_created series on /metrics
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +181,7 @@ class Settings:
             history_flush_s=number("DMP_HISTORY_FLUSH_S", cls.history_flush_s, 1, 24 * 3600),
             history_erase_s=number("DMP_HISTORY_ERASE_S", cls.history_erase_s, 10, 30 * 24 * 3600),
             history_enabled=_switch(env, "DMP_HISTORY_ENABLED", cls.history_enabled),
+            metrics_created=_switch(env, "DMP_METRICS_CREATED", cls.metrics_created),
         )
 
     @property

@@ -311,6 +311,7 @@ def test_health_metrics_and_json_errors(module_worker: Worker) -> None:
     samples = metrics(module_worker.url)
     assert any(name.startswith("faust_") for name in samples), "Faust's own sensor is exported"
     assert "dmp_utilisation" in samples and "dmp_expected_sojourn_seconds" in samples
+    assert not [name for name in samples if "_created" in name], "no *_created series"
     status, body = call("GET", module_worker.url + "/no/such/route")
     assert status == 404 and body["error"] == "not_found"
 

@@ -64,6 +64,7 @@ def test_blank_variables_mean_the_default() -> None:
         pytest.param("DMP_PARTITIONS", "3", "partitions", 3, id="partitions"),
         pytest.param("DMP_PARTITIONS", " 16 ", "partitions", 16, id="partitions-whitespace"),
         pytest.param("DMP_REPLICATION_FACTOR", "3", "replication_factor", 3, id="replication"),
+        pytest.param("DMP_METRICS_CREATED", "1", "metrics_created", True, id="metrics-created"),
         pytest.param("DMP_WEB_PORT", "8080", "web_port", 8080, id="web-port"),
         pytest.param("DMP_DATA_DIR", "/srv/dmp", "data_dir", Path("/srv/dmp"), id="data-dir"),
         pytest.param("DMP_API_TOKEN", "s3cret", "api_token", "s3cret", id="api-token"),
