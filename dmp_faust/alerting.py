@@ -219,6 +219,13 @@ def incidents(partition: int) -> Iterator[al.Incident]:
         yield al.decode_incident(value)
 
 
+def capacity_latest() -> list[al.Incident]:
+    """This worker's capacity incidents, each as it stands now (an incident that opened
+    and then resolved is kept twice: its resolution replaces its opening)."""
+    latest = {incident.alert_id: incident for incident in capacity_incidents}
+    return list(latest.values())
+
+
 def keep_capacity(change: al.Change) -> None:
     """Keep a capacity incident for ``GET /alerts`` and count it; the caller sends it."""
     capacity_incidents.append(change.incident)

@@ -125,7 +125,7 @@ def _capacity(query: Query) -> list[dict[str, Any]]:
     span = query.span(wall_ms())
     return [
         alerting.alert_json(incident)
-        for incident in alerting.capacity_incidents
+        for incident in alerting.capacity_latest()
         if query.wants(incident, span)
     ]
 

@@ -116,7 +116,17 @@ def _members() -> set[str]:
 
 
 def _missing(url: str) -> dict[str, Any]:
-    return {"worker": {"url": url, "status": "unavailable"}, "counters": {}, "campaigns": []}
+    """The part of a worker that did not answer: listed, unavailable, nothing counted."""
+    worker = {
+        "url": url,
+        "status": "unavailable",
+        "active_partitions": [],
+        "capacity": None,
+        "stage_lag": {},
+        "latency_s": None,
+        "open_alerts": [],
+    }
+    return {"worker": worker, "counters": {}, "campaigns": [], "alerts_open": 0}
 
 
 _cache: dict[str, Any] = {"at": -math.inf, "part": None}
@@ -132,7 +142,12 @@ def _local_part() -> dict[str, Any]:
 def _compute_part() -> dict[str, Any]:
     ready, _ = readiness()
     failing = unhealthy(crashes.report(["validate_events", *map(stage_of, app.agents)]))
-    campaigns, known = _campaigns() if ready else ([], 0)
+    campaigns, known, campaign_alerts = _campaigns() if ready else ([], 0, 0)
+    capacity_alerts = [
+        alerting.alert_json(incident)
+        for incident in alerting.capacity_latest()
+        if incident.status == "open"
+    ]
     return {
         "worker": {
             "url": own_url(),
@@ -141,6 +156,7 @@ def _compute_part() -> dict[str, Any]:
             "capacity": capacity.latest().as_dict(),
             "stage_lag": stage_lag.as_json(),
             "latency_s": latency(_samples(metrics.latency)),
+            "open_alerts": capacity_alerts,  # the worker's own (capacity) alerts
         },
         "counters": {
             "received_by_source": _by_label(metrics.received, "source"),
@@ -151,14 +167,16 @@ def _compute_part() -> dict[str, Any]:
         },
         "campaigns": campaigns,
         "campaigns_known": known,
+        "alerts_open": campaign_alerts + len(capacity_alerts),
     }
 
 
-def _campaigns() -> tuple[list[dict[str, Any]], int]:
+def _campaigns() -> tuple[list[dict[str, Any]], int, int]:
     """The busiest campaigns of the partitions this worker owns (at most
-    :data:`SHOWN_CAMPAIGNS` of the first :data:`SCAN_CAMPAIGNS`), and how many it has."""
+    :data:`SHOWN_CAMPAIGNS` of the first :data:`SCAN_CAMPAIGNS`), how many it has, and
+    how many open alerts they have (listed or not)."""
     found: list[dict[str, Any]] = []
-    known = 0
+    known = opened = 0
     for partition in sorted(active_partitions(campaign_windows.changelog_topic)):
         ids = alerting.campaign_ids(partition)
         known += len(ids)
@@ -167,6 +185,7 @@ def _campaigns() -> tuple[list[dict[str, Any]], int]:
             if incident.status == "open":
                 alert = alerting.alert_json(incident)
                 open_alerts.setdefault(alert["campaign_id"], []).append(alert)
+                opened += 1
         for campaign_id in ids[: max(0, SCAN_CAMPAIGNS - len(found))]:
             stats = local_stats(campaign_id, None, None)
             found.append(
@@ -183,7 +202,7 @@ def _campaigns() -> tuple[list[dict[str, Any]], int]:
                     "open_alerts": open_alerts.get(campaign_id, []),
                 }
             )
-    return _busiest(found), known
+    return _busiest(found), known, opened
 
 
 def _busiest(campaigns: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,7 +243,7 @@ def merge(parts: list[dict[str, Any]], segments: list[dict[str, Any]]) -> dict[s
         "segments": segments,
         "campaigns": campaigns,
         "campaigns_total": sum(part.get("campaigns_known", 0) for part in parts),
-        "alerts_open": sum(len(c["open_alerts"]) for part in parts for c in part["campaigns"]),
+        "alerts_open": sum(part.get("alerts_open", 0) for part in parts),
     }
 
 

@@ -210,3 +210,6 @@ def test_a_busy_worker_raises_a_capacity_alert(make_worker: WorkerFactory) -> No
     )
     # a campaign's alerts are asked of its owner: no capacity alert among them
     assert alerts(worker, "?campaign_id=cmp-x") == []
+    status, summary = call("GET", worker.url + "/dashboard/summary")
+    assert status == 200 and summary["alerts_open"] >= 1
+    assert [a["alert_id"] for a in summary["workers"][0]["open_alerts"]] == [alert["alert_id"]]
