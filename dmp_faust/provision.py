@@ -124,6 +124,7 @@ async def _ensure(
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
+            answer = None
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 answer = await admin.create_topics([s.new_topic() for s in missing])
             refused = {
