@@ -211,6 +211,7 @@ class ChangelogQueue(FlowControlQueue):  # type: ignore[type-arg]
         super().__init__(**kwargs)
         self.current_generation = current_generation
         self.dropped = 0
+        self._warned: int | None = None  # the generation of the last warning (one each)
 
     async def get(self) -> Any:
         while True:
@@ -219,9 +220,12 @@ class ChangelogQueue(FlowControlQueue):  # type: ignore[type-arg]
             if fetched_in is None or fetched_in == self.current_generation():
                 return event
             self.dropped += 1
+            if self._warned == self.current_generation():
+                continue
+            self._warned = self.current_generation()
             log.warning(
-                "recovery: dropped a changelog record of %s[%d] at offset %d fetched in "
-                "generation %s, before the current one (%s)",
+                "recovery: dropped changelog records fetched before the rebalance, the "
+                "first of %s[%d] at offset %d, fetched in generation %s (now %s); read again",
                 event.message.topic,
                 event.message.partition,
                 event.message.offset,
